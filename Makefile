@@ -1,0 +1,38 @@
+# Everything a fresh machine needs is installed by these targets (Python 3.11+ and make assumed).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: run test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: the embedded stack (broker, topics, HTTP) with the simulator and live counts; Ctrl-C stops.
+run: $(STAMP)
+	$(BIN)/collection-audit up --simulate $(ARGS)
+
+## test: lint, type-check and the whole test suite (unit + embedded-stack tests).
+test: lint typecheck
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -m "not stack"
+
+## bench: throughput figures on the embedded stack (prints a table, writes bench-results.json).
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) .collection-audit .pytest_cache .mypy_cache .ruff_cache bench-results.json

@@ -1,0 +1,1 @@
+"""Running collection-audit: settings, the embedded one-machine stack, topics, migrations, the CLI."""

@@ -1,0 +1,306 @@
+"""The `collection-audit` command line. Settings come from the environment (deploy/settings.py);
+flags override them. Every command that needs Kafka finds it through KAFKA_BOOTSTRAP_SERVERS or
+--bootstrap, defaulting to the embedded broker that `collection-audit up` starts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from deploy.live_view import LiveCounts, counts_table
+from deploy.settings import Settings, SettingsError, load_settings
+from producers.jsonl_import import ImportReport, validated_lines
+from producers.sdk import AuditProducer
+from producers.simulator import CORE_RULES, SimConfig, SimProgress, Simulation, run_simulation
+from schemas.catalog import Catalog, CatalogError
+from schemas.compatibility import evolution_errors
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Audit trail and compliance monitor for debt collection.")
+schemas_app = typer.Typer(no_args_is_help=True, help="The Avro contract: list, show, check, register.")
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics as data (deploy/kafka/topics.toml).")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(topics_app, name="topics")
+err = Console(stderr=True)
+out = Console()
+
+Bootstrap = Annotated[str | None, typer.Option("--bootstrap", help="Kafka bootstrap servers "
+                      "[env: KAFKA_BOOTSTRAP_SERVERS; default: the embedded broker 127.0.0.1:19092]")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="State and outbox directory "
+                    "[env: COLLECTION_AUDIT_DATA_DIR; default: ./.collection-audit]")]
+
+
+def settings_from(bootstrap: str | None = None, **overrides: object) -> Settings:
+    try:
+        return load_settings().replace(kafka_bootstrap_servers=bootstrap, **overrides)
+    except SettingsError as exc:
+        err.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+class StopFlag:
+    """Set by the first Ctrl-C/SIGTERM; a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        err.print("[yellow]stopping... (Ctrl-C again to force)[/]")
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+
+@app.command()
+def up(
+    data_dir: DataDir = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port [default: 8700]")] = None,
+    kafka_port: Annotated[int | None, typer.Option(help="Embedded broker port [default: 19092]")] = None,
+    simulate: Annotated[bool, typer.Option(help="Also run the simulator against the stack")] = False,
+    rate: Annotated[float, typer.Option(help="Simulated events per second")] = 200.0,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
+    violation_rate: Annotated[float, typer.Option(help="Share of simulated items that violate a rule")] = 0.01,
+    labels: Annotated[Path | None, typer.Option(help="Write labelled violations (JSON lines) here")] = None,
+) -> None:
+    """Start the embedded stack: broker, topics, HTTP server (ingest, registry, /healthz, /metrics)."""
+    from deploy.supervisor import EmbeddedStack
+
+    settings = settings_from(data_dir=data_dir, http_port=http_port, kafka_port=kafka_port)
+    stop = StopFlag()
+    stack = EmbeddedStack(settings)
+    try:
+        stack.start()
+    except Exception as exc:
+        err.print(f"[red]could not start the stack:[/] {exc}")
+        raise typer.Exit(1) from None
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    err.print(f"[green]up[/]: Kafka {settings.bootstrap_servers}"
+              f"{' (embedded, in memory)' if settings.embedded_broker else ''} · ingest {base}/v1/events · "
+              f"registry {base}/subjects · metrics {base}/metrics · Ctrl-C stops")
+    progress = SimProgress()
+    started = time.monotonic()
+    try:
+        if simulate:
+            assert stack.producer is not None
+            sim_thread = _start_simulator(stack.producer, progress, rate, None, violation_rate, labels, stop)
+        with LiveCounts("collection-audit up", lambda: _up_counts(stack.producer, progress, started)) as view:
+            while not stop() and (duration is None or time.monotonic() - started < duration):
+                if simulate and not sim_thread.is_alive():
+                    break
+                view.refresh()
+                time.sleep(0.25)
+        stop.event.set()
+        if simulate:
+            sim_thread.join()
+    finally:
+        counts = _up_counts(stack.producer, progress, started)
+        stack.stop()
+    err.print(counts_table("summary", counts))
+    if settings.embedded_broker:
+        err.print("The embedded broker kept its data in memory; it is gone now that the stack stopped.")
+
+
+def _up_counts(producer: AuditProducer | None, progress: SimProgress,
+               started: float) -> dict[str, str | int | float]:
+    elapsed = max(time.monotonic() - started, 1e-9)
+    counts: dict[str, str | int | float] = {"running for (s)": round(elapsed)}
+    if progress.sent:
+        counts.update({"simulated events sent": progress.sent, "events/s": round(progress.sent / elapsed),
+                       "labelled violations": progress.labelled,
+                       "simulated event time": progress.sim_time.isoformat(timespec="minutes")
+                       if progress.sim_time else "-"})
+    if producer is not None:
+        counts.update({"delivered to Kafka": producer.sent, "waiting in outbox": producer.pending()})
+    return counts
+
+
+def _start_simulator(producer: AuditProducer, progress: SimProgress, rate: float, duration: float | None,
+                     violation_rate: float, labels: Path | None, stop: StopFlag,
+                     config: SimConfig | None = None) -> threading.Thread:
+    sim = Simulation(config or SimConfig(violation_rate=violation_rate))
+
+    def run() -> None:
+        label_file = labels.open("w", encoding="utf-8") if labels else None
+        try:
+            run_simulation(sim, producer.emit_many, rate=rate, duration_s=duration, labels=label_file,
+                           progress=progress, should_stop=stop)
+        finally:
+            if label_file:
+                label_file.close()
+
+    thread = threading.Thread(target=run, name="simulator", daemon=True)
+    thread.start()
+    return thread
+
+
+@app.command()
+def simulate(
+    rate: Annotated[float, typer.Option(help="Events per second")] = 200.0,
+    duration: Annotated[float | None, typer.Option(help="Seconds to run [default: until Ctrl-C]")] = None,
+    violation_rate: Annotated[float, typer.Option(help="Share of items that start a violation scenario")] = 0.01,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same events and ids")] = 7,
+    debtors: Annotated[int, typer.Option(help="Number of baseline debtors")] = 2000,
+    rules: Annotated[str | None, typer.Option(help="Comma-separated rule ids to violate [default: all core]")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Write labelled events (JSON lines) to this file")] = None,
+    bootstrap: Bootstrap = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Send realistic simulated collection activity, with labelled violations, to Kafka."""
+    chosen = tuple(r.strip() for r in rules.split(",")) if rules else tuple(CORE_RULES)
+    unknown = [r for r in chosen if r not in CORE_RULES]
+    if unknown:
+        err.print(f"[red]unknown rule ids:[/] {', '.join(unknown)}; known: {', '.join(CORE_RULES)}")
+        raise typer.Exit(2)
+    settings = settings_from(bootstrap, data_dir=data_dir)
+    stop = StopFlag()
+    progress = SimProgress()
+    started = time.monotonic()
+    config = SimConfig(seed=seed, debtors=debtors, violation_rate=violation_rate, rules=chosen)
+    with AuditProducer.from_settings(settings, name="simulator") as producer:
+        thread = _start_simulator(producer, progress, rate, duration, violation_rate, labels, stop, config)
+        with LiveCounts("simulate", lambda: _up_counts(producer, progress, started)) as view:
+            while thread.is_alive():
+                view.refresh()
+                thread.join(0.25)
+        left = producer.flush(10)
+    err.print(f"sent {progress.sent:,} events ({progress.labelled:,} labelled violations)"
+              + (f"; {left:,} wait in the outbox" if left else ""))
+
+
+@app.command()
+def produce(
+    file: Annotated[str, typer.Argument(help="JSON-lines file, or - for standard input")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only; send nothing")] = False,
+    batch: Annotated[int, typer.Option(help="Events per send")] = 1000,
+    bootstrap: Bootstrap = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Send a JSON-lines file of actions and reference events to Kafka, in file order.
+
+    Rejected lines are reported (line, field, reason) and not sent; the exit code is 1 if any line
+    was rejected, 0 otherwise."""
+    stream: BinaryIO
+    total = None
+    if file == "-":
+        stream = sys.stdin.buffer
+    else:
+        path = Path(file)
+        if not path.is_file():
+            err.print(f"[red]no such file:[/] {file}")
+            raise typer.Exit(2)
+        stream, total = path.open("rb"), path.stat().st_size
+    report = ImportReport()
+    producer = None if dry_run else AuditProducer.from_settings(settings_from(bootstrap, data_dir=data_dir),
+                                                                 name="import")
+    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn()]
+    try:
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task("validating" if dry_run else "sending", total=total)
+            pending = []
+            for event in validated_lines(stream, report, on_bytes=lambda n: bar.advance(task, n)):
+                pending.append(event)
+                if len(pending) >= batch:
+                    if producer:
+                        producer.send_validated(pending)
+                    pending = []
+            if producer and pending:
+                producer.send_validated(pending)
+    finally:
+        left = producer.close(timeout_s=10) if producer else 0
+        stream.close()
+    for rejected in report.rejected:
+        for error in rejected.errors:
+            out.print(f"line {rejected.line}: {error.field}: {error.problem}", markup=False, highlight=False)
+    verb = "valid" if dry_run else "sent"
+    err.print(f"{report.lines:,} lines: {report.accepted:,} {verb}, {len(report.rejected):,} rejected"
+              + (f", {report.blank:,} blank" if report.blank else "")
+              + (f"; {left:,} wait in the outbox and are delivered when Kafka is back" if left else ""))
+    raise typer.Exit(1 if report.rejected else 0)
+
+
+@schemas_app.command("list")
+def schemas_list() -> None:
+    """Subjects, versions and schema ids of the catalog."""
+    catalog = Catalog.load()
+    for subject in catalog.subjects():
+        for v in catalog.versions(subject):
+            out.print(f"{subject}\tv{v.version}\tid {v.schema_id}\t{v.schema.get('name')}")
+
+
+@schemas_app.command("show")
+def schemas_show(subject: str, version: Annotated[int | None, typer.Option()] = None) -> None:
+    """Print a schema (the latest version unless --version)."""
+    catalog = Catalog.load()
+    try:
+        versions = catalog.versions(subject)
+    except KeyError:
+        err.print(f"[red]no subject {subject!r};[/] subjects: {', '.join(catalog.subjects())}")
+        raise typer.Exit(2) from None
+    chosen = versions[-1] if version is None else versions[version - 1]
+    out.print_json(json.dumps(chosen.schema))
+
+
+@schemas_app.command("check")
+def schemas_check(catalog_file: Annotated[Path | None, typer.Option(
+        "--catalog", help="A catalog.json to check [default: the installed one]")] = None) -> None:
+    """Fail if any version of any subject is not BACKWARD compatible with every earlier one."""
+    try:
+        catalog = Catalog.load(catalog_file) if catalog_file else Catalog.load()
+    except CatalogError as exc:
+        err.print(f"[red]bad catalog:[/] {exc}")
+        raise typer.Exit(1) from None
+    problems = [f"{s}: {e}" for s in catalog.subjects()
+                for e in evolution_errors([v.schema for v in catalog.versions(s)])]
+    for problem in problems:
+        err.print(f"[red]incompatible:[/] {problem}", soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    err.print(f"[green]ok[/]: {len(catalog.subjects())} subjects, every version backward compatible")
+
+
+@schemas_app.command("register")
+def schemas_register(url: Annotated[str | None, typer.Option(help="[env: SCHEMA_REGISTRY_URL]")] = None) -> None:
+    """Register every catalog version, in order, with a Confluent-compatible registry (operators only)."""
+    import urllib.request
+
+    registry_url = (url or settings_from().schema_registry_url).rstrip("/")
+    if not registry_url:
+        err.print("[red]no registry:[/] pass --url or set SCHEMA_REGISTRY_URL")
+        raise typer.Exit(2)
+    catalog = Catalog.load()
+    for subject in catalog.subjects():
+        for v in catalog.versions(subject):
+            request = urllib.request.Request(
+                f"{registry_url}/subjects/{subject}/versions", method="POST",
+                data=json.dumps({"schema": v.canonical}).encode(),
+                headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                registered = json.loads(response.read())["id"]
+            note = "" if registered == v.schema_id else f" (registry id {registered}, catalog id {v.schema_id})"
+            out.print(f"{subject} v{v.version}: registered{note}")
+
+
+@topics_app.command("apply")
+def topics_apply(bootstrap: Bootstrap = None,
+                 single_node: Annotated[bool, typer.Option(help="Replication 1 (one broker)")] = False) -> None:
+    """Create missing topics from deploy/kafka/topics.toml (idempotent)."""
+    from deploy.topics import apply_topics, load_topic_specs
+
+    settings = settings_from(bootstrap)
+    created = apply_topics(settings.kafka_client_config(), load_topic_specs(),
+                           single_node=single_node or settings.embedded_broker)
+    err.print(f"created: {', '.join(created)}" if created else "all topics exist")

@@ -1,0 +1,109 @@
+"""One settings object, built once at the entry point from the environment and flags, then frozen.
+
+Standard names are used where the ecosystem has them (KAFKA_BOOTSTRAP_SERVERS, SCHEMA_REGISTRY_URL,
+CLICKHOUSE_URL); everything else is COLLECTION_AUDIT_<NAME>. An unknown COLLECTION_AUDIT_* variable
+is an error, so a misspelt setting never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PREFIX = "COLLECTION_AUDIT_"
+STANDARD_NAMES = {
+    "KAFKA_BOOTSTRAP_SERVERS": "kafka_bootstrap_servers",
+    "SCHEMA_REGISTRY_URL": "schema_registry_url",
+    "CLICKHOUSE_URL": "clickhouse_url",
+}
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(".collection-audit")
+    # Kafka: empty bootstrap servers mean "the embedded broker on kafka_port".
+    kafka_bootstrap_servers: str = ""
+    kafka_port: int = 19092
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: str = ""
+    # Schema registry: empty means the built-in catalog (served by our HTTP server too).
+    schema_registry_url: str = ""
+    clickhouse_url: str = ""
+    http_host: str = "127.0.0.1"
+    http_port: int = 8700
+    ingest_max_body_bytes: int = 8 * 1024 * 1024
+    ingest_max_events: int = 10_000
+    producer_delivery_timeout_s: float = 15.0
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.kafka_bootstrap_servers
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """Connection settings shared by every kafka-python client we create."""
+        config: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers.split(",")}
+        if self.kafka_security_protocol != "PLAINTEXT":
+            config["security_protocol"] = self.kafka_security_protocol
+        if self.kafka_sasl_mechanism:
+            config.update(sasl_mechanism=self.kafka_sasl_mechanism,
+                          sasl_plain_username=self.kafka_sasl_username,
+                          sasl_plain_password=self.kafka_sasl_password)
+        if self.kafka_ssl_cafile:
+            config["ssl_cafile"] = self.kafka_ssl_cafile
+        return config
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` applied (flags override the environment); None values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _convert(name: str, raw: str, target: Any) -> Any:
+    try:
+        if target is int:
+            return int(raw)
+        if target is float:
+            return float(raw)
+        if target is Path:
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected {target.__name__}") from None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment; raises SettingsError on unknown or malformed variables."""
+    env = os.environ if env is None else env
+    types = {f.name: f.type for f in dataclasses.fields(Settings)}
+    resolved = {"int": int, "float": float, "Path": Path, "str": str}
+    values: dict[str, Any] = {}
+    for name, raw in env.items():
+        if name in STANDARD_NAMES:
+            key = STANDARD_NAMES[name]
+        elif name.startswith(PREFIX):
+            key = name[len(PREFIX):].lower()
+            if key not in types:
+                known = ", ".join(PREFIX + k.upper() for k in sorted(types))
+                raise SettingsError(f"unknown setting {name}; known settings: {known}")
+        else:
+            continue
+        values[key] = _convert(name, raw, resolved[str(types[key])])
+    return Settings(**values)

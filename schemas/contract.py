@@ -1,0 +1,406 @@
+"""The JSON integration contract: upstream JSON objects -> validated Avro records.
+
+These field names are the contract with upstream systems (docs/integration.md): fields may be
+added, never renamed. Validation collects every problem of an event, each naming its field, so an
+integrator fixes a payload in one round trip. Unknown fields are rejected: a typo such as
+`occured_at` must not silently become a missing timestamp.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import available_timezones
+
+import phonenumbers
+
+from schemas import TOPIC_ACTIONS, TOPIC_REFERENCE, value_subject
+
+ACTION_TYPES = ("CALL_ATTEMPT", "CALL_CONNECTED", "VOICEMAIL", "SMS", "EMAIL", "IM_MESSAGE", "LETTER",
+                "FIELD_VISIT", "LEGAL_NOTICE", "PAYMENT_PLAN_OFFER")
+DIRECTIONS = ("OUTBOUND", "INBOUND")
+COUNTERPARTIES = ("DEBTOR", "GUARANTOR", "ATTORNEY", "FAMILY", "EMPLOYER", "OTHER_THIRD_PARTY", "UNKNOWN")
+CALL_RESULTS = ("NO_ANSWER", "BUSY", "FAILED")
+REFERENCE_KINDS = ("DEBTOR_PROFILE", "CEASE_REQUEST", "CEASE_WITHDRAWN", "ATTORNEY_REPRESENTATION",
+                   "COMPLAINT_FILED", "COMPLAINT_RESOLVED", "AGENCY_LICENSE", "COLLECTOR_CERTIFICATION",
+                   "PAYMENT_PLAN")
+JURISDICTIONS = ("CN", "US", "UK")
+LICENSE_STATUSES = ("VALID", "SUSPENDED", "REVOKED")
+PLAN_STATUSES = ("ACTIVE", "BREACHED", "COMPLETED", "CANCELLED")
+
+MAX_ID_CHARS = 128
+MAX_TEXT_CHARS = 100_000
+MAX_ATTRIBUTES = 64
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_FUTURE = timedelta(days=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE = date(1970, 1, 1)
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_TIMEZONES = frozenset(available_timezones())
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.problem}"
+
+
+class EventRejected(ValueError):
+    """An event broke the contract. `errors` names every field at fault and why."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class ValidatedEvent:
+    """An event ready to send: its topic, Kafka key and Avro record."""
+
+    topic: str
+    key: str
+    record: dict[str, Any]
+
+    @property
+    def subject(self) -> str:
+        return value_subject(self.topic)
+
+    @property
+    def event_id(self) -> str:
+        return str(self.record["event_id"])
+
+
+def to_micros(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def parse_rfc3339(text: str) -> tuple[datetime, int]:
+    """(UTC instant, stated offset in minutes) of an RFC 3339 timestamp; ValueError if it is not one."""
+    match = _RFC3339.match(text)
+    if not match:
+        raise ValueError("must be RFC 3339 with a UTC offset, e.g. 2024-05-01T21:59:59+08:00")
+    day, clock, fraction, offset = match.groups()
+    micros = (fraction or "").ljust(6, "0")[:6]
+    stamp = datetime.fromisoformat(f"{day}T{clock}.{micros}{'+00:00' if offset in 'Zz' else offset}")
+    utc_offset = stamp.utcoffset()
+    assert utc_offset is not None
+    if abs(utc_offset) > timedelta(hours=18):
+        raise ValueError("UTC offset beyond ±18:00")
+    return stamp.astimezone(UTC), int(utc_offset.total_seconds() // 60)
+
+
+def format_rfc3339(moment: int | datetime, offset_minutes: int) -> str:
+    """RFC 3339 text of an instant (micros since epoch or aware datetime) at the stated offset."""
+    if not isinstance(moment, datetime):
+        moment = _EPOCH + timedelta(microseconds=moment)
+    local = moment.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    return local.isoformat(timespec="microseconds" if local.microsecond else "seconds")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return format_rfc3339(value, 0)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def record_to_json(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The contract's JSON form of an action or reference record (encoded or decoded Avro form).
+
+    Timestamps come back at the offset the source stated; absent optional fields are left out.
+    """
+    offset = int(record["occurred_at_offset_minutes"])
+    out: dict[str, Any] = {}
+    for field, value in record.items():
+        if field in ("occurred_at_offset_minutes", "produced_at") or value is None:
+            continue
+        if field in ("occurred_at", "valid_from", "valid_to"):
+            out[field] = format_rfc3339(value, offset)
+        elif field == "due_date" and isinstance(value, int):
+            out[field] = (_EPOCH_DATE + timedelta(days=value)).isoformat()
+        elif (field == "attributes" or field == "channels") and not value:
+            continue
+        else:
+            out[field] = _plain(value)
+    if out.get("complex") is False:
+        del out["complex"]
+    if out.get("automated") is False:
+        del out["automated"]
+    return out
+
+
+class _Checker:
+    """Collects the problems of one JSON object while converting its fields."""
+
+    def __init__(self, obj: Mapping[str, Any], now: datetime) -> None:
+        self.obj: Mapping[str, Any] = obj
+        self.now = now
+        self.errors: list[FieldError] = []
+
+    def fail(self, field: str, problem: str) -> None:
+        self.errors.append(FieldError(field, problem))
+
+    def present(self, field: str) -> bool:
+        return self.obj.get(field) is not None
+
+    def string(self, field: str, *, required: bool = False, max_chars: int = MAX_ID_CHARS) -> str | None:
+        value = self.obj.get(field)
+        if value is None:
+            if required:
+                self.fail(field, "missing required field")
+            return None
+        if not isinstance(value, str):
+            self.fail(field, f"must be a string, got {type(value).__name__}")
+            return None
+        if required and not value.strip():
+            self.fail(field, "must not be empty")
+            return None
+        if len(value) > max_chars:
+            self.fail(field, f"longer than {max_chars} characters")
+            return None
+        if max_chars == MAX_ID_CHARS and any(ord(ch) < 32 for ch in value):
+            self.fail(field, "contains control characters")
+            return None
+        return value
+
+    def choice(self, field: str, allowed: tuple[str, ...], *, required: bool = False) -> str | None:
+        value = self.string(field, required=required)
+        if value is not None and value not in allowed:
+            self.fail(field, f"{value!r} is not one of {', '.join(allowed)}")
+            return None
+        return value
+
+    def integer(self, field: str, *, minimum: int = 0, maximum: int = 2**63 - 1) -> int | None:
+        value = self.obj.get(field)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(field, f"must be an integer, got {type(value).__name__}")
+            return None
+        if not minimum <= value <= maximum:
+            self.fail(field, f"must be between {minimum} and {maximum}")
+            return None
+        return value
+
+    def boolean(self, field: str) -> bool | None:
+        value = self.obj.get(field)
+        if value is not None and not isinstance(value, bool):
+            self.fail(field, f"must be true or false, got {type(value).__name__}")
+            return None
+        return value
+
+    def timestamp(self, field: str, *, required: bool = False, future_ok: bool = False) -> tuple[int, int] | None:
+        text = self.string(field, required=required, max_chars=40)
+        if text is None:
+            return None
+        try:
+            instant, offset = parse_rfc3339(text)
+        except ValueError as exc:
+            self.fail(field, f"{text!r} is not a valid timestamp: {exc}")
+            return None
+        if instant < EARLIEST:
+            self.fail(field, f"{text!r} is before {EARLIEST.date()}")
+            return None
+        if not future_ok and instant > self.now + MAX_FUTURE:
+            self.fail(field, f"{text!r} is more than {MAX_FUTURE} in the future (clock skew?)")
+            return None
+        return to_micros(instant), offset
+
+    def day(self, field: str) -> int | None:
+        text = self.string(field, max_chars=10)
+        if text is None:
+            return None
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                raise ValueError
+            return (date.fromisoformat(text) - _EPOCH_DATE).days
+        except ValueError:
+            self.fail(field, f"{text!r} is not a date in YYYY-MM-DD form")
+            return None
+
+    def attributes(self) -> dict[str, str]:
+        value = self.obj.get("attributes")
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.fail("attributes", "must be an object of string values")
+            return {}
+        if len(value) > MAX_ATTRIBUTES:
+            self.fail("attributes", f"more than {MAX_ATTRIBUTES} entries")
+            return {}
+        bad = [k for k, v in value.items() if not isinstance(k, str) or not isinstance(v, str)]
+        if bad:
+            self.fail("attributes", f"values must be strings (offending keys: {', '.join(map(str, bad[:5]))})")
+            return {}
+        return dict(value)
+
+    def event_id(self) -> str:
+        value = self.obj.get("event_id")
+        if value is None:
+            return str(uuid.uuid4())
+        if not isinstance(value, str):
+            self.fail("event_id", "must be a UUID string")
+            return ""
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            self.fail("event_id", f"{value!r} is not a UUID")
+            return ""
+
+    def unknown(self, allowed: frozenset[str]) -> None:
+        for field in self.obj:
+            if field not in allowed:
+                self.fail(str(field), "unknown field (see docs/integration.md for the contract)")
+
+
+_ACTION_FIELDS = frozenset({
+    "event_id", "occurred_at", "source_system", "agency_id", "debtor_id", "account_id", "collector_id",
+    "action_type", "direction", "counterparty", "contact_address", "message_text", "recording_id",
+    "duration_seconds", "call_result", "automated", "staff_count", "credentials_shown",
+    "amount_due_minor", "currency", "due_date", "attributes",
+})
+
+
+def parse_action(obj: Mapping[str, Any], now: datetime | None = None) -> ValidatedEvent:
+    """Validate a collection action; raises EventRejected naming every bad field."""
+    c = _Checker(obj, now or datetime.now(UTC))
+    c.unknown(_ACTION_FIELDS)
+    occurred = c.timestamp("occurred_at", required=True)
+    action_type = c.choice("action_type", ACTION_TYPES, required=True)
+    record: dict[str, Any] = {
+        "event_id": c.event_id(),
+        "source_system": c.string("source_system", required=True),
+        "agency_id": c.string("agency_id", required=True),
+        "debtor_id": c.string("debtor_id", required=True),
+        "account_id": c.string("account_id", required=True),
+        "collector_id": c.string("collector_id"),
+        "action_type": action_type,
+        "direction": c.choice("direction", DIRECTIONS, required=True),
+        "counterparty": c.choice("counterparty", COUNTERPARTIES, required=True),
+        "contact_address": c.string("contact_address", max_chars=512),
+        "message_text": c.string("message_text", max_chars=MAX_TEXT_CHARS),
+        "recording_id": c.string("recording_id"),
+        "duration_seconds": c.integer("duration_seconds", maximum=86_400),
+        "call_result": c.choice("call_result", CALL_RESULTS),
+        "automated": c.boolean("automated") or False,
+        "staff_count": c.integer("staff_count", maximum=1_000),
+        "credentials_shown": c.boolean("credentials_shown"),
+        "amount_due_minor": c.integer("amount_due_minor"),
+        "currency": c.string("currency", max_chars=3),
+        "due_date": c.day("due_date"),
+        "attributes": c.attributes(),
+    }
+    if record["call_result"] is not None and action_type not in (None, "CALL_ATTEMPT"):
+        c.fail("call_result", f"only a CALL_ATTEMPT has a call_result, this is a {action_type}")
+    for field in ("staff_count", "credentials_shown"):
+        if c.present(field) and action_type not in (None, "FIELD_VISIT"):
+            c.fail(field, f"only a FIELD_VISIT has {field}, this is a {action_type}")
+    if record["amount_due_minor"] is not None and record["currency"] is None and c.present("amount_due_minor"):
+        c.fail("currency", "required with amount_due_minor (ISO 4217 code, e.g. CNY)")
+    if record["currency"] is not None and not _CURRENCY.match(record["currency"]):
+        c.fail("currency", f"{record['currency']!r} is not an ISO 4217 code such as CNY or USD")
+    if c.errors:
+        raise EventRejected(c.errors)
+    assert occurred is not None
+    record["occurred_at"], record["occurred_at_offset_minutes"] = occurred
+    record["produced_at"] = to_micros(c.now)
+    return ValidatedEvent(TOPIC_ACTIONS, record["debtor_id"], record)
+
+
+_REFERENCE_COMMON = frozenset({"event_id", "kind", "occurred_at", "source_system", "account_id", "attributes"})
+# kind -> (required fields, optional fields); the Kafka key is the first required field.
+_REFERENCE_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "DEBTOR_PROFILE": (("debtor_id",), ("timezone", "phone_region", "jurisdiction")),
+    "CEASE_REQUEST": (("debtor_id",), ("channels", "contact_address", "counterparty")),
+    "CEASE_WITHDRAWN": (("debtor_id",), ("channels", "contact_address", "counterparty")),
+    "ATTORNEY_REPRESENTATION": (("debtor_id",), ("contact_address",)),
+    "COMPLAINT_FILED": (("debtor_id", "complaint_id"), ("agency_id", "collector_id", "complex")),
+    "COMPLAINT_RESOLVED": (("debtor_id", "complaint_id"), ("agency_id",)),
+    "AGENCY_LICENSE": (("agency_id", "status", "valid_from"), ("valid_to",)),
+    "COLLECTOR_CERTIFICATION": (("collector_id", "agency_id", "valid_from"), ("valid_to",)),
+    "PAYMENT_PLAN": (("debtor_id", "status"), ("plan_id", "agency_id")),
+}
+
+
+def _profile_fields(c: _Checker, record: dict[str, Any]) -> None:
+    if record["timezone"] is not None and record["timezone"] not in _TIMEZONES:
+        c.fail("timezone", f"{record['timezone']!r} is not an IANA time zone such as Asia/Shanghai")
+    region = record["phone_region"]
+    if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
+        c.fail("phone_region", f"{region!r} is not an ISO 3166 region code such as CN or US")
+    if not any(record[f] is not None for f in ("timezone", "phone_region", "jurisdiction")):
+        c.fail("timezone", "a DEBTOR_PROFILE needs at least one of timezone, phone_region, jurisdiction")
+
+
+def _validity_window(c: _Checker, record: dict[str, Any]) -> None:
+    if record["valid_to"] is not None and record["valid_from"] is not None \
+            and record["valid_to"] <= record["valid_from"]:
+        c.fail("valid_to", "must be after valid_from")
+
+
+def parse_reference(obj: Mapping[str, Any], now: datetime | None = None) -> ValidatedEvent:
+    """Validate a reference event (discriminated by `kind`); raises EventRejected."""
+    c = _Checker(obj, now or datetime.now(UTC))
+    kind = c.choice("kind", REFERENCE_KINDS, required=True)
+    if kind is None:
+        raise EventRejected(c.errors)
+    required, optional = _REFERENCE_KINDS[kind]
+    allowed = _REFERENCE_COMMON | set(required) | set(optional)
+    c.unknown(allowed)
+    c.obj = {k: v for k, v in obj.items() if k in allowed}  # fields of other kinds were reported above
+    occurred = c.timestamp("occurred_at", required=True)
+    channels = c.obj.get("channels", [])
+    if not isinstance(channels, list) or not all(isinstance(ch, str) and ch in ACTION_TYPES for ch in channels):
+        c.fail("channels", f"must be a list of action types ({', '.join(ACTION_TYPES)})")
+        channels = []
+    valid_from = c.timestamp("valid_from", required="valid_from" in required, future_ok=True)
+    valid_to = c.timestamp("valid_to", future_ok=True)
+    status_choices = LICENSE_STATUSES if kind == "AGENCY_LICENSE" else PLAN_STATUSES
+    record: dict[str, Any] = {
+        "event_id": c.event_id(),
+        "kind": kind,
+        "source_system": c.string("source_system"),
+        "account_id": c.string("account_id"),
+        "attributes": c.attributes(),
+        "channels": list(channels),
+        "complex": bool(c.boolean("complex")),
+        "valid_from": valid_from[0] if valid_from else None,
+        "valid_to": valid_to[0] if valid_to else None,
+        "phone_region": c.string("phone_region", max_chars=3),
+        "jurisdiction": c.choice("jurisdiction", JURISDICTIONS),
+        "contact_address": c.string("contact_address", max_chars=512),
+        "counterparty": c.choice("counterparty", COUNTERPARTIES),
+        "status": c.choice("status", status_choices, required="status" in required),
+    }
+    for field in ("debtor_id", "agency_id", "collector_id", "complaint_id", "plan_id", "timezone"):
+        record[field] = c.string(field, required=field in required)
+    if kind == "DEBTOR_PROFILE":
+        _profile_fields(c, record)
+    _validity_window(c, record)
+    if c.errors:
+        raise EventRejected(c.errors)
+    assert occurred is not None
+    record["occurred_at"], record["occurred_at_offset_minutes"] = occurred
+    record["produced_at"] = to_micros(c.now)
+    return ValidatedEvent(TOPIC_REFERENCE, record[required[0]], record)
+
+
+def parse_event(obj: Any, now: datetime | None = None) -> ValidatedEvent:
+    """An action, or a reference event when the object has a `kind`."""
+    if not isinstance(obj, Mapping):
+        raise EventRejected([FieldError("(event)", f"must be a JSON object, got {type(obj).__name__}")])
+    return parse_reference(obj, now) if "kind" in obj else parse_action(obj, now)

@@ -1,0 +1,58 @@
+"""Shared fixtures. Unit tests need no infrastructure; tests marked `stack` use the real embedded
+stack (Tansu broker child process, topics, HTTP server with ingest and registry), started once."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy.settings import Settings
+from deploy.supervisor import EmbeddedStack
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("stack"), kafka_port=free_port(),
+                        http_port=free_port(), producer_delivery_timeout_s=10)
+    running = EmbeddedStack(settings)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def base_url(stack: EmbeddedStack) -> str:
+    return f"http://{stack.settings.http_host}:{stack.settings.http_port}"
+
+
+def action(**overrides: Any) -> dict[str, Any]:
+    """A valid collection action; each call gets a fresh debtor unless one is given."""
+    event: dict[str, Any] = {
+        "occurred_at": "2024-05-01T10:00:00+08:00", "source_system": "crm", "agency_id": "AG1",
+        "debtor_id": f"D-{uuid.uuid4().hex[:12]}", "account_id": "ACC-1", "collector_id": "C1",
+        "action_type": "SMS", "direction": "OUTBOUND", "counterparty": "DEBTOR",
+        "message_text": "您尾号1234的贷款应还1,250.00元，到期日2024-11-01",
+        "amount_due_minor": 125000, "currency": "CNY", "due_date": "2024-11-01",
+    }
+    event.update(overrides)
+    return {k: v for k, v in event.items() if v is not None}
+
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture()
+def outbox_path(tmp_path: Path) -> Path:
+    return tmp_path / "outbox.sqlite"

@@ -1,0 +1,103 @@
+import json
+import struct
+import uuid
+from typing import Any
+
+import pytest
+
+from schemas.catalog import Catalog, SchemaVersion
+from schemas.codec import AvroCodec, DecodeError
+from schemas.contract import parse_event
+from schemas.registry import CatalogRegistry
+from tests.conftest import NOW, action
+
+ACTIONS = "collection.actions-value"
+
+
+@pytest.fixture(scope="module")
+def codec() -> AvroCodec:
+    return AvroCodec(CatalogRegistry(Catalog.load()))
+
+
+def test_confluent_framing_is_magic_byte_then_big_endian_schema_id(codec: AvroCodec) -> None:
+    event = parse_event(action(), now=NOW)
+    value = codec.encode(ACTIONS, event.record)
+    assert value[0] == 0
+    assert struct.unpack(">I", value[1:5])[0] == Catalog.load().latest(ACTIONS).schema_id
+
+
+def test_round_trip_keeps_every_field(codec: AvroCodec) -> None:
+    event = parse_event(action(collector_id=None, attributes={"campaign": "Q2"}), now=NOW)
+    decoded = codec.decode(ACTIONS, codec.encode(ACTIONS, event.record))
+    assert decoded.schema_id == 1
+    record = decoded.record
+    assert str(record["event_id"]) == event.event_id
+    assert record["collector_id"] is None and record["attributes"] == {"campaign": "Q2"}
+    assert record["occurred_at"].isoformat() == "2024-05-01T02:00:00+00:00"
+    assert record["occurred_at_offset_minutes"] == 480
+    assert record["due_date"].isoformat() == "2024-11-01"
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (None, "EMPTY_VALUE"),
+    (b"", "EMPTY_VALUE"),
+    (b"\x00\x00\x00", "TRUNCATED"),
+    (b"\x01\x00\x00\x00\x01abc", "BAD_MAGIC"),
+    (b"{\"json\": true}", "BAD_MAGIC"),
+    (b"\x00\x00\x00\x03\xe7\x02", "UNKNOWN_SCHEMA_ID"),
+    (b"\x00\x00\x00\x00\x01\x02", "CORRUPT_BODY"),
+])
+def test_each_unreadable_value_has_its_own_reason(codec: AvroCodec, value: bytes | None, reason: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        codec.decode(ACTIONS, value)
+    assert caught.value.reason == reason
+
+
+def test_trailing_bytes_are_not_silently_ignored(codec: AvroCodec) -> None:
+    value = codec.encode(ACTIONS, parse_event(action(), now=NOW).record)
+    with pytest.raises(DecodeError) as caught:
+        codec.decode(ACTIONS, value + b"\x00junk")
+    assert caught.value.reason == "TRAILING_BYTES"
+
+
+def test_a_value_of_another_subject_does_not_decode_as_an_action(codec: AvroCodec) -> None:
+    alert_schema_id = Catalog.load().latest("collection.alerts-value").schema_id
+    value = b"\x00" + struct.pack(">I", alert_schema_id) + b"\x02"
+    with pytest.raises(DecodeError) as caught:
+        codec.decode(ACTIONS, value)
+    assert caught.value.reason == "CORRUPT_BODY"
+
+
+def _with_v2(extra_field: dict[str, Any]) -> Catalog:
+    catalog = Catalog.load()
+    v1 = catalog.latest(ACTIONS)
+    schema = json.loads(v1.canonical)
+    schema["fields"].append(extra_field)
+    versions = [catalog.by_id(i) for i in (1, 2, 3, 4)]
+    versions.insert(1, SchemaVersion(ACTIONS, 2, 9, schema, json.dumps(schema)))
+    return Catalog(versions)
+
+
+def test_old_writer_is_resolved_to_the_new_reader_schema() -> None:
+    """A v1 producer and a v2 consumer side by side: the new field takes its default."""
+    old_producer = AvroCodec(CatalogRegistry(Catalog.load()))
+    new_consumer = AvroCodec(CatalogRegistry(_with_v2({"name": "channel_vendor", "type": "string",
+                                                        "default": "unknown"})))
+    event = parse_event(action(), now=NOW)
+    decoded = new_consumer.decode(ACTIONS, old_producer.encode(ACTIONS, event.record))
+    assert decoded.schema_id == 1
+    assert decoded.record["channel_vendor"] == "unknown"
+    assert decoded.record["debtor_id"] == event.record["debtor_id"]
+
+
+def test_new_writer_is_read_by_an_old_consumer() -> None:
+    new_producer = AvroCodec(CatalogRegistry(_with_v2({"name": "channel_vendor", "type": "string",
+                                                        "default": "unknown"})))
+    old_consumer = AvroCodec(CatalogRegistry(Catalog.load()))
+    record = dict(parse_event(action(), now=NOW).record, channel_vendor="twilio")
+    value = new_producer.encode(ACTIONS, record)
+    assert struct.unpack(">I", value[1:5])[0] == 9
+    with pytest.raises(DecodeError) as caught:  # the old consumer's registry does not know id 9
+        old_consumer.decode(ACTIONS, value)
+    assert caught.value.reason == "UNKNOWN_SCHEMA_ID"
+    assert str(uuid.UUID(str(new_producer.decode(ACTIONS, value).record["event_id"])))

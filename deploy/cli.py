@@ -304,3 +304,7 @@ def topics_apply(bootstrap: Bootstrap = None,
     created = apply_topics(settings.kafka_client_config(), load_topic_specs(),
                            single_node=single_node or settings.embedded_broker)
     err.print(f"created: {', '.join(created)}" if created else "all topics exist")
+
+
+if __name__ == "__main__":
+    app()

@@ -34,7 +34,7 @@ from schemas.registry import SchemaRegistry
 log = logging.getLogger(__name__)
 
 _DRAIN_BATCH = 1000
-_MAX_BACKOFF_S = 30.0
+_MAX_BACKOFF_S = 5.0
 
 
 class BatchRejected(EventRejected):
@@ -81,7 +81,9 @@ class AuditProducer:
 
     def emit(self, event: Mapping[str, Any]) -> str:
         """Validate and send one event; returns its event_id once it is durable."""
-        return self.emit_many([event])[0]
+        validated = self.validate(event)
+        self.send_validated([validated])
+        return validated.event_id
 
     def emit_many(self, events: Iterable[Mapping[str, Any]]) -> list[str]:
         """Validate all events, then send them in order; returns their ids once all are durable.
@@ -101,8 +103,11 @@ class AuditProducer:
     def send_validated(self, events: list[ValidatedEvent]) -> None:
         """Send already-validated events (used by the importer and the ingest endpoint)."""
         rows = [(v.topic, v.key.encode(), self._codec.encode(v.subject, v.record), v.event_id) for v in events]
+        if self._outbox.pending():  # queue behind waiting events without waiting for the drainer's retry
+            self._to_outbox(rows)
+            return
         with self._lock:
-            if self._outbox.pending() or not self._connect():
+            if self._outbox.pending() or not self._connect():  # re-checked: another thread may have queued
                 self._to_outbox(rows)
                 return
             failed = self._deliver(rows)
@@ -157,6 +162,7 @@ class AuditProducer:
                 batch_size=256 * 1024,
                 max_request_size=2 * 1024 * 1024,
                 max_block_ms=timeout_ms,
+                bootstrap_timeout_ms=timeout_ms,
                 request_timeout_ms=max(1000, timeout_ms // 2),
                 delivery_timeout_ms=timeout_ms,
             )

@@ -221,19 +221,20 @@ class Simulation:
             item.event["event_id"] = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
             yield item
         for d in self.debtors:
-            first = self._local(d, self.config.start.date(), self.rng.randrange(9, 20), self.rng.randrange(60))
-            self._push(first + timedelta(days=self.rng.randrange(3)), self._baseline(d, first))
+            day = self.config.start.date() + timedelta(days=self.rng.randrange(3))
+            first = self._local(d, day, self.rng.randrange(9, 20), self.rng.randrange(60))
+            self._push(first, self._baseline(d, first))
         while self._heap:
             when, _, make = heapq.heappop(self._heap)
-            self.now = when
+            self.now = max(self.now, when)
             for item in make():
                 item.event.setdefault("event_id", str(uuid.UUID(int=self.rng.getrandbits(128), version=4)))
                 yield item
             roll = self.rng.random()
             if roll < self.config.violation_rate and self.config.rules:
-                self._schedule_scenario(self.rng.choice(self.config.rules), when, positive=True)
+                self._schedule_scenario(self.rng.choice(self.config.rules), self.now, positive=True)
             elif roll < self.config.violation_rate + self.config.negative_rate:
-                self._schedule_scenario(self.rng.choice(list(NEGATIVE_SCENARIOS)), when, positive=False)
+                self._schedule_scenario(self.rng.choice(list(NEGATIVE_SCENARIOS)), self.now, positive=False)
 
     # -- baseline traffic -----------------------------------------------------------------------
 
@@ -263,10 +264,11 @@ class Simulation:
             d.contacts += 1
             following = self._next_contact(d, at)
             self._push(following, self._baseline(d, following))
-            return [SimEvent(event)]
+            return [SimEvent(event)] if event else []
         return make
 
-    def _baseline_action(self, d: _Debtor, at: datetime) -> dict[str, Any]:
+    def _baseline_action(self, d: _Debtor, at: datetime) -> dict[str, Any] | None:
+        """The debtor's contact at `at`, or None when it was scheduled for later (a night call-in)."""
         rng, day = self.rng, at.astimezone(d.zone).date()
         # US: no call within 7 days after a conversation (day 1 = conversation day) -> send a message.
         calls_paused = d.jurisdiction == "US" and d.last_conversation_day is not None \
@@ -287,11 +289,16 @@ class Simulation:
         if kind in ("CALL_CONNECTED", "INBOUND"):
             d.last_conversation_day = day
             if kind == "INBOUND":
-                late_evening = rng.random() < 0.3  # a debtor may call in at night: not a proactive contact
-                when = self._local(d, day, 22, rng.randrange(60)) if late_evening else at
-                return self._action(d, when, "CALL_CONNECTED", direction="INBOUND",
-                                    message_text=rng.choice(_DEBTOR_WORDS), recording_id=f"REC-{rng.getrandbits(48):x}",
-                                    duration_seconds=rng.randrange(30, 600))
+                inbound = self._action(d, at, "CALL_CONNECTED", direction="INBOUND",
+                                       message_text=rng.choice(_DEBTOR_WORDS),
+                                       recording_id=f"REC-{rng.getrandbits(48):x}",
+                                       duration_seconds=rng.randrange(30, 600))
+                if rng.random() < 0.3:  # a debtor may call in at night: not a proactive contact
+                    night = self._local(d, day, 22, rng.randrange(60))
+                    inbound["occurred_at"] = self._stamp(night, d.zone)
+                    self._push(night, lambda: [SimEvent(inbound)])
+                    return None
+                return inbound
             return self._action(d, at, kind, message_text=self._fill(rng.choice(_CALL_TEXTS[d.jurisdiction]), d, badge),
                                 recording_id=f"REC-{rng.getrandbits(48):x}", duration_seconds=rng.randrange(30, 900))
         if kind == "VOICEMAIL":
@@ -442,7 +449,7 @@ def _unqualified(sim: Simulation, d: _Debtor, day: date) -> list[Step]:
     trained = sim._local(d, day, 9) - timedelta(days=366)
     at = sim._local(d, day, 10)
     cert = sim._certification(collector, d.agency_id, trained)
-    return [(trained, cert, False), (at, _attempt(sim, d, at) | {"collector_id": collector}, True)]
+    return [(at - timedelta(hours=1), cert, False), (at, _attempt(sim, d, at) | {"collector_id": collector}, True)]
 
 
 POSITIVE_SCENARIOS: dict[str, Scenario] = {

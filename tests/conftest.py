@@ -56,3 +56,36 @@ NOW = datetime(2025, 1, 1, tzinfo=UTC)
 @pytest.fixture()
 def outbox_path(tmp_path: Path) -> Path:
     return tmp_path / "outbox.sqlite"
+
+
+def read_topic(bootstrap: str, topic: str, keys: set[str], expected: int,
+               timeout_s: float = 30.0) -> list[tuple[str, dict[str, Any]]]:
+    """(key, decoded record) of the records of `topic` whose key is in `keys`, in offset order per
+    partition, once `expected` of them arrived (or the timeout passed). Reads without a consumer
+    group, from the beginning, so it never waits for a group join."""
+    import time
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    from schemas import value_subject
+    from schemas.catalog import Catalog
+    from schemas.codec import AvroCodec
+    from schemas.registry import CatalogRegistry
+
+    codec = AvroCodec(CatalogRegistry(Catalog.load()))
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=500)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        found: list[tuple[str, dict[str, Any]]] = []
+        deadline = time.monotonic() + timeout_s
+        while len(found) < expected and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=300).values():
+                for message in records:
+                    key = message.key.decode() if message.key else ""
+                    if key in keys:
+                        found.append((key, codec.decode(value_subject(topic), message.value).record))
+        return found
+    finally:
+        consumer.close()

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from deploy.live_view import LiveCounts, counts_table
 from deploy.settings import Settings, SettingsError, load_settings
+from deploy.supervisor import EmbeddedStack
 from producers.jsonl_import import ImportReport, validated_lines
 from producers.sdk import AuditProducer
 from producers.simulator import CORE_RULES, SimConfig, SimProgress, Simulation, run_simulation
@@ -37,6 +38,15 @@ Bootstrap = Annotated[str | None, typer.Option("--bootstrap", help="Kafka bootst
                       "[env: KAFKA_BOOTSTRAP_SERVERS; default: the embedded broker 127.0.0.1:19092]")]
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="State and outbox directory "
                     "[env: COLLECTION_AUDIT_DATA_DIR; default: ./.collection-audit]")]
+
+
+def quiet_kafka_logs() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    # kafka-python's IO thread warns whenever our CPU work holds the GIL for >100 ms: not actionable
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
 
 
 def settings_from(bootstrap: str | None = None, **overrides: object) -> Settings:
@@ -76,9 +86,9 @@ def up(
     violation_rate: Annotated[float, typer.Option(help="Share of simulated items that violate a rule")] = 0.01,
     labels: Annotated[Path | None, typer.Option(help="Write labelled violations (JSON lines) here")] = None,
 ) -> None:
-    """Start the embedded stack: broker, topics, HTTP server (ingest, registry, /healthz, /metrics)."""
-    from deploy.supervisor import EmbeddedStack
-
+    """Start the embedded stack: broker, topics, store consumer, HTTP server (ingest, registry, /healthz,
+    /metrics)."""
+    quiet_kafka_logs()
     settings = settings_from(data_dir=data_dir, http_port=http_port, kafka_port=kafka_port)
     stop = StopFlag()
     stack = EmbeddedStack(settings)
@@ -97,7 +107,7 @@ def up(
         if simulate:
             assert stack.producer is not None
             sim_thread = _start_simulator(stack.producer, progress, rate, None, violation_rate, labels, stop)
-        with LiveCounts("collection-audit up", lambda: _up_counts(stack.producer, progress, started)) as view:
+        with LiveCounts("collection-audit up", lambda: _up_counts(stack.producer, progress, started, stack)) as view:
             while not stop() and (duration is None or time.monotonic() - started < duration):
                 if simulate and not sim_thread.is_alive():
                     break
@@ -107,15 +117,18 @@ def up(
         if simulate:
             sim_thread.join()
     finally:
-        counts = _up_counts(stack.producer, progress, started)
         stack.stop()
+        counts = _up_counts(None, progress, started, stack)
     err.print(counts_table("summary", counts))
     if settings.embedded_broker:
         err.print("The embedded broker kept its data in memory; it is gone now that the stack stopped.")
+    err.print(f"The audit trail is in ClickHouse ({settings.clickhouse}). Query it, for example:\n"
+              f"  collection-audit sql --data-dir {settings.data_dir} "
+              "\"SELECT action_type, count() FROM audit.actions FINAL GROUP BY action_type\"")
 
 
-def _up_counts(producer: AuditProducer | None, progress: SimProgress,
-               started: float) -> dict[str, str | int | float]:
+def _up_counts(producer: AuditProducer | None, progress: SimProgress, started: float,
+               stack: EmbeddedStack | None = None) -> dict[str, str | int | float]:
     elapsed = max(time.monotonic() - started, 1e-9)
     counts: dict[str, str | int | float] = {"running for (s)": round(elapsed)}
     if progress.sent:
@@ -125,6 +138,12 @@ def _up_counts(producer: AuditProducer | None, progress: SimProgress,
                        if progress.sim_time else "-"})
     if producer is not None:
         counts.update({"delivered to Kafka": producer.sent, "waiting in outbox": producer.pending()})
+    if stack is not None and stack.with_store:
+        counts.update({"actions stored": stack.stored("audit.actions"),
+                       "reference events stored": stack.stored("audit.reference_events"),
+                       "alerts stored": stack.stored("audit.alerts"),
+                       "dead letters": stack.stored("audit.dead_letters"),
+                       "store consumer lag": stack.store_lag()})
     return counts
 
 
@@ -230,6 +249,82 @@ def produce(
               + (f", {report.blank:,} blank" if report.blank else "")
               + (f"; {left:,} wait in the outbox and are delivered when Kafka is back" if left else ""))
     raise typer.Exit(1 if report.rejected else 0)
+
+
+@app.command()
+def migrate(clickhouse_url: Annotated[str | None, typer.Option(
+        "--clickhouse-url", help="[env: CLICKHOUSE_URL; default: embedded chDB in the data directory]")] = None,
+        data_dir: DataDir = None) -> None:
+    """Apply the ClickHouse migrations of deploy/clickhouse/ that are not applied yet (idempotent)."""
+    from deploy.clickhouse_client import ClickHouseUnavailable, connect
+    from deploy.migrations import MigrationError
+    from deploy.migrations import migrate as apply_migrations
+
+    settings = settings_from(clickhouse_url=clickhouse_url, data_dir=data_dir)
+    try:
+        applied = apply_migrations(connect(settings.clickhouse))
+    except (ClickHouseUnavailable, MigrationError) as exc:
+        err.print(f"[red]migrate failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    for migration in applied:
+        err.print(f"applied {migration.version:04d}_{migration.name}")
+    err.print("schema up to date" if not applied else f"{len(applied)} migration(s) applied")
+
+
+@app.command()
+def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
+          clickhouse_url: Annotated[str | None, typer.Option("--clickhouse-url", help="[env: CLICKHOUSE_URL]")] = None,
+          metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics on this port")] = None) -> None:
+    """Run the store consumer: every event enriched, hash-chained and stored in ClickHouse once."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from consumers.store_consumer import run_store
+
+    quiet_kafka_logs()
+    settings = settings_from(bootstrap, data_dir=data_dir, clickhouse_url=clickhouse_url)
+    registry = CollectorRegistry()
+    if metrics_port:
+        start_http_server(metrics_port, addr=settings.http_host, registry=registry)
+    stop = StopFlag()
+    processor = run_store(settings, registry, stop)
+    err.print(f"store stopped; {processor.pending()} records were left unstored (they will be replayed)")
+
+
+@app.command()
+def sql(query: Annotated[str, typer.Argument(help="A SELECT, SHOW or DESCRIBE statement")],
+        data_dir: DataDir = None,
+        clickhouse_url: Annotated[str | None, typer.Option("--clickhouse-url", help="[env: CLICKHOUSE_URL]")] = None,
+        output: Annotated[str, typer.Option(help="table, csv or json")] = "table") -> None:
+    """Run a read-only query against the trail (operators; auditors use the access-logged API).
+    With embedded chDB, stop `up` first: one process at a time may open its data directory."""
+    from deploy.clickhouse_client import ClickHouseUnavailable, connect
+
+    settings = settings_from(data_dir=data_dir, clickhouse_url=clickhouse_url)
+    try:
+        result = connect(settings.clickhouse).query(query, settings={"readonly": 1})
+    except ClickHouseUnavailable as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    except Exception as exc:
+        err.print(f"[red]query failed:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    names = list(result.column_names)
+    if output == "json":
+        for row in result.result_rows:
+            out.print_json(json.dumps(dict(zip(names, row, strict=True)), default=str, ensure_ascii=False))
+    elif output == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(names)
+        writer.writerows(result.result_rows)
+    else:
+        from rich.table import Table
+
+        table = Table(*names)
+        for row in result.result_rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        out.print(table)
 
 
 @schemas_app.command("list")

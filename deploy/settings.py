@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,16 @@ class Settings:
     kafka_ssl_cafile: str = ""
     # Schema registry: empty means the built-in catalog (served by our HTTP server too).
     schema_registry_url: str = ""
+    # ClickHouse: empty means embedded chDB in DATA_DIR/clickhouse.
     clickhouse_url: str = ""
+    # Key for PII hashes (hex, >= 32 hex digits). Empty in embedded mode: generated once into
+    # DATA_DIR/pii.key; required with a ClickHouse server.
+    pii_key: str = field(default="", repr=False)
+    default_jurisdiction: str = "CN"
+    kafka_max_poll_interval_ms: int = 10_000
+    store_batch_rows: int = 10_000
+    store_batch_wait_ms: int = 500
+    store_commit_delay_ms: int = 0  # fault-injection aid for tests: widens the insert -> commit window
     http_host: str = "127.0.0.1"
     http_port: int = 8700
     ingest_max_body_bytes: int = 8 * 1024 * 1024
@@ -57,6 +67,32 @@ class Settings:
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
+
+    @property
+    def clickhouse(self) -> str:
+        """The ClickHouse URL in force: CLICKHOUSE_URL, or embedded chDB under the data directory."""
+        return self.clickhouse_url or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    def pii_key_bytes(self) -> bytes:
+        """The PII hashing key; in embedded mode generated once and kept in DATA_DIR/pii.key (0600)."""
+        if self.pii_key:
+            try:
+                key = bytes.fromhex(self.pii_key)
+            except ValueError:
+                raise SettingsError("COLLECTION_AUDIT_PII_KEY must be hex (e.g. `openssl rand -hex 32`)") from None
+            if len(key) < 16:
+                raise SettingsError("COLLECTION_AUDIT_PII_KEY must be at least 16 bytes (32 hex digits)")
+            return key
+        if self.clickhouse_url.startswith("http"):
+            raise SettingsError("set COLLECTION_AUDIT_PII_KEY (hex, e.g. `openssl rand -hex 32`): with a "
+                                "ClickHouse server every writer must hash PII with the same key")
+        path = self.data_dir / "pii.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32))
+        return bytes.fromhex(path.read_text().strip())
 
     def kafka_client_config(self) -> dict[str, Any]:
         """Connection settings shared by every kafka-python client we create."""

@@ -1,18 +1,26 @@
 """`collection-audit up`: the embedded one-machine stack in one supervisor process.
 
 Start order: broker child (unless KAFKA_BOOTSTRAP_SERVERS names an external one) -> topics ->
-ingest producer -> HTTP server (ingest, schema registry, /healthz, /metrics) -> optional simulator.
-Stop order is the reverse; the broker goes last so producers can hand it what they hold first.
-The embedded broker keeps data in memory: whatever it held is gone after it stops (README).
+ClickHouse migrations -> store consumer thread -> ingest producer -> HTTP server (ingest, schema
+registry, /healthz, /metrics). chDB allows one process per data directory, so the store writer and
+(later) the query API share this process and its client.
+
+Stop order: producers flush -> the store consumer drains what the broker holds (bounded wait) and
+commits -> HTTP -> broker last. The embedded broker keeps data in memory: whatever it still held is
+gone after it stops (README).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
+from consumers.store_consumer import run_store
+from deploy.clickhouse_client import connect
 from deploy.embedded_broker import EmbeddedBroker, port_open
 from deploy.http_server import HttpServer, create_app
 from deploy.settings import Settings
@@ -31,8 +39,12 @@ class EmbeddedStack:
     broker: EmbeddedBroker | None = None
     producer: AuditProducer | None = None
     http: HttpServer | None = None
+    store_thread: threading.Thread | None = None
+    store_error: BaseException | None = None
+    with_store: bool = False
+    _store_stop: threading.Event = field(default_factory=threading.Event)
 
-    def start(self) -> None:
+    def start(self, with_store: bool = True) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -40,6 +52,9 @@ class EmbeddedStack:
                 self.broker = EmbeddedBroker(s.kafka_port, s.data_dir / "logs" / "broker.log")
                 self.broker.start()
             apply_topics(s.kafka_client_config(), load_topic_specs(), single_node=s.embedded_broker)
+            self.with_store = with_store
+            if with_store:
+                self._start_store()
             self.producer = AuditProducer.from_settings(s, name="ingest")
             register_producer(self.metrics, self.producer, "ingest")
             app = create_app(Catalog.load(), self.metrics, producer=self.producer,
@@ -51,14 +66,37 @@ class EmbeddedStack:
             self.stop()
             raise
 
+    def _start_store(self) -> None:
+        client = connect(self.settings.clickhouse)
+
+        def run() -> None:
+            try:
+                run_store(self.settings, self.metrics, self._store_stop.is_set, client)
+            except BaseException as exc:  # surfaced by health() and stop()
+                log.exception("the store consumer stopped")
+                self.store_error = exc
+
+        self.store_thread = threading.Thread(target=run, name="store", daemon=True)
+        self.store_thread.start()
+
+    def store_lag(self) -> float:
+        """Records the store consumer has yet to read, from the last fetch high-water marks."""
+        return sum(sample.value for metric in self.metrics.collect() if metric.name == "collection_audit_consumer_lag"
+                   for sample in metric.samples)
+
+    def stored(self, table: str = "audit.actions") -> float:
+        return self.metrics.get_sample_value("collection_audit_stored_total", {"table": table}) or 0.0
+
     def health(self) -> dict[str, bool]:
         host, _, port = self.settings.bootstrap_servers.split(",")[0].rpartition(":")
         checks = {"kafka": port_open(host or "127.0.0.1", int(port))}
         if self.broker is not None:
             checks["embedded_broker"] = self.broker.running()
+        if self.store_thread is not None:
+            checks["store_consumer"] = self.store_thread.is_alive()
         return checks
 
-    def stop(self) -> None:
+    def stop(self, drain_s: float = 30.0) -> None:
         if self.http is not None:
             self.http.stop()
             self.http = None
@@ -68,6 +106,14 @@ class EmbeddedStack:
                 log.warning("%d events stay in the outbox %s until the next start", left,
                             self.settings.outbox_dir)
             self.producer = None
+        if self.store_thread is not None:
+            deadline = time.monotonic() + drain_s
+            time.sleep(0.5)  # let the last fetch report its high-water marks
+            while self.store_thread.is_alive() and self.store_lag() > 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            self._store_stop.set()
+            self.store_thread.join(drain_s + 10)
+            self.store_thread = None
         if self.broker is not None:
             self.broker.stop()
             self.broker = None

@@ -563,9 +563,9 @@ def _flush_batch(batch: list[SimEvent], send: Callable[[list[dict[str, Any]]], o
                  progress: SimProgress) -> None:
     send([item.event for item in batch])
     progress.sent += len(batch)
-    if labels is not None:
-        for item in batch:
-            if item.scenario:
+    for item in batch:
+        if item.scenario:
+            progress.labelled += item.expected_rule is not None
+            if labels is not None:
                 labels.write(json.dumps({"event_id": item.event["event_id"], "expected_rule": item.expected_rule,
-                                    "scenario": item.scenario}, ensure_ascii=False) + "\n")
-                progress.labelled += item.expected_rule is not None
+                                         "scenario": item.scenario}, ensure_ascii=False) + "\n")

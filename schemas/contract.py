@@ -304,15 +304,7 @@ def parse_action(obj: Mapping[str, Any], now: datetime | None = None) -> Validat
         "due_date": c.day("due_date"),
         "attributes": c.attributes(),
     }
-    if record["call_result"] is not None and action_type not in (None, "CALL_ATTEMPT"):
-        c.fail("call_result", f"only a CALL_ATTEMPT has a call_result, this is a {action_type}")
-    for field in ("staff_count", "credentials_shown"):
-        if c.present(field) and action_type not in (None, "FIELD_VISIT"):
-            c.fail(field, f"only a FIELD_VISIT has {field}, this is a {action_type}")
-    if record["amount_due_minor"] is not None and record["currency"] is None and c.present("amount_due_minor"):
-        c.fail("currency", "required with amount_due_minor (ISO 4217 code, e.g. CNY)")
-    if record["currency"] is not None and not _CURRENCY.match(record["currency"]):
-        c.fail("currency", f"{record['currency']!r} is not an ISO 4217 code such as CNY or USD")
+    c.errors += _action_cross_problems(record)
     if c.errors:
         raise EventRejected(c.errors)
     assert occurred is not None
@@ -336,20 +328,71 @@ _REFERENCE_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-def _profile_fields(c: _Checker, record: dict[str, Any]) -> None:
-    if record["timezone"] is not None and record["timezone"] not in _TIMEZONES:
-        c.fail("timezone", f"{record['timezone']!r} is not an IANA time zone such as Asia/Shanghai")
-    region = record["phone_region"]
-    if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
-        c.fail("phone_region", f"{region!r} is not an ISO 3166 region code such as CN or US")
-    if not any(record[f] is not None for f in ("timezone", "phone_region", "jurisdiction")):
-        c.fail("timezone", "a DEBTOR_PROFILE needs at least one of timezone, phone_region, jurisdiction")
+def _action_cross_problems(record: Mapping[str, Any]) -> list[FieldError]:
+    """Rules between fields of an action, which Avro cannot express."""
+    problems = []
+    action_type = record["action_type"]
+    if record["call_result"] is not None and action_type not in (None, "CALL_ATTEMPT"):
+        problems.append(FieldError("call_result", f"only a CALL_ATTEMPT has a call_result, this is a {action_type}"))
+    for field in ("staff_count", "credentials_shown"):
+        if record[field] is not None and action_type not in (None, "FIELD_VISIT"):
+            problems.append(FieldError(field, f"only a FIELD_VISIT has {field}, this is a {action_type}"))
+    if record["amount_due_minor"] is not None and record["currency"] is None:
+        problems.append(FieldError("currency", "required with amount_due_minor (ISO 4217 code, e.g. CNY)"))
+    if record["currency"] is not None and not _CURRENCY.match(record["currency"]):
+        problems.append(FieldError("currency", f"{record['currency']!r} is not an ISO 4217 code such as CNY or USD"))
+    return problems
 
 
-def _validity_window(c: _Checker, record: dict[str, Any]) -> None:
+def _reference_cross_problems(record: Mapping[str, Any]) -> list[FieldError]:
+    """Rules between fields of a reference event, which Avro cannot express."""
+    problems = []
+    if record["kind"] == "DEBTOR_PROFILE":
+        if record["timezone"] is not None and record["timezone"] not in _TIMEZONES:
+            problems.append(FieldError("timezone", f"{record['timezone']!r} is not an IANA time zone such as "
+                                                   "Asia/Shanghai"))
+        region = record["phone_region"]
+        if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
+            problems.append(FieldError("phone_region", f"{region!r} is not an ISO 3166 region code such as CN or US"))
+        if not any(record[f] is not None for f in ("timezone", "phone_region", "jurisdiction")):
+            problems.append(FieldError("timezone", "a DEBTOR_PROFILE needs at least one of timezone, phone_region, "
+                                                   "jurisdiction"))
     if record["valid_to"] is not None and record["valid_from"] is not None \
             and record["valid_to"] <= record["valid_from"]:
-        c.fail("valid_to", "must be after valid_from")
+        problems.append(FieldError("valid_to", "must be after valid_from"))
+    return problems
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def record_problems(topic: str, record: Mapping[str, Any]) -> list[FieldError]:
+    """The contract rules a decoded Avro record can still break (schema-valid is not contract-valid):
+    what a consumer checks before it stores an event from a producer that bypassed our SDK."""
+    problems = []
+    try:
+        uuid.UUID(str(record["event_id"]))
+    except ValueError:
+        problems.append(FieldError("event_id", f"{record['event_id']!r} is not a UUID"))
+    if record["occurred_at"] < EARLIEST:
+        problems.append(FieldError("occurred_at", f"before {EARLIEST.date()}"))
+    if topic == TOPIC_ACTIONS:
+        for field in ("source_system", "agency_id", "debtor_id", "account_id"):
+            if _blank(record[field]):
+                problems.append(FieldError(field, "must not be empty"))
+        return problems + _action_cross_problems(record)
+    if topic == TOPIC_REFERENCE:
+        required, _ = _REFERENCE_KINDS[record["kind"]]
+        for field in required:
+            if _blank(record[field]):
+                problems.append(FieldError(field, f"required for a {record['kind']}"))
+        status = record["status"]
+        allowed = LICENSE_STATUSES if record["kind"] == "AGENCY_LICENSE" else PLAN_STATUSES
+        if status is not None and status not in allowed:
+            problems.append(FieldError("status", f"{status!r} is not one of {', '.join(allowed)}"))
+        return problems + _reference_cross_problems(record)
+    return problems
 
 
 def parse_reference(obj: Mapping[str, Any], now: datetime | None = None) -> ValidatedEvent:
@@ -388,9 +431,7 @@ def parse_reference(obj: Mapping[str, Any], now: datetime | None = None) -> Vali
     }
     for field in ("debtor_id", "agency_id", "collector_id", "complaint_id", "plan_id", "timezone"):
         record[field] = c.string(field, required=field in required)
-    if kind == "DEBTOR_PROFILE":
-        _profile_fields(c, record)
-    _validity_window(c, record)
+    c.errors += _reference_cross_problems(record)
     if c.errors:
         raise EventRejected(c.errors)
     assert occurred is not None

@@ -1,0 +1,150 @@
+"""The loop both consumers share: poll -> add to the batch -> flush when full or old -> commit.
+
+Commit order (the one place it is decided): the processor's flush makes the batch durable
+(ClickHouse insert, dead letters produced, alerts produced) and returns; only then are the offsets
+of exactly the records in that batch committed. A crash anywhere before the commit replays the
+batch, and the processors are idempotent, so a replay stores nothing twice.
+
+When the flush fails for an infrastructure reason (ClickHouse or Kafka down), the loop pauses every
+partition and keeps polling (so the consumer stays in its group) while it retries with back-off;
+nothing is committed until the retry succeeds. Bad *records* never reach this path: processors turn
+them into dead letters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+log = logging.getLogger(__name__)
+
+
+class BatchProcessor(Protocol):
+    def add(self, record: ConsumerRecord) -> None:
+        """Take one record into the pending batch (decode, validate; bad input becomes a dead letter)."""
+        ...
+
+    def pending(self) -> int:
+        ...
+
+    def flush(self) -> None:
+        """Make the pending batch durable, then forget it. Raise on infrastructure failure; the batch
+        is kept and flush is called again."""
+        ...
+
+    def drop(self) -> None:
+        """Forget the pending batch without storing it (its partitions were revoked)."""
+        ...
+
+
+class Backoff:
+    def __init__(self, first_s: float = 0.5, max_s: float = 15.0) -> None:
+        self.first_s, self.max_s, self.next_s = first_s, max_s, first_s
+
+    def __call__(self) -> float:
+        delay, self.next_s = self.next_s, min(self.next_s * 2, self.max_s)
+        return delay
+
+    def reset(self) -> None:
+        self.next_s = self.first_s
+
+
+class ConsumerLoop:
+    def __init__(self, consumer: KafkaConsumer, processor: BatchProcessor, *, max_batch: int, max_wait_s: float,
+                 infrastructure_errors: tuple[type[BaseException], ...], on_poll: Callable[[], None] = lambda: None,
+                 commit_delay_s: float = 0.0) -> None:
+        self.consumer = consumer
+        self.processor = processor
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.infrastructure_errors = (*infrastructure_errors, KafkaError)
+        self.on_poll = on_poll
+        self.commit_delay_s = commit_delay_s  # fault-injection aid: widens the insert-to-commit window
+        self._offsets: dict[TopicPartition, int] = {}
+        self._batch_started: float | None = None
+        self.failures = 0
+
+    # kafka-python calls these from inside poll() during a rebalance
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if self.processor.pending():
+            try:
+                self._flush_and_commit()
+            except self.infrastructure_errors as exc:
+                log.warning("partitions revoked with an unstored batch (%s): the next owner replays it", exc)
+                self.processor.drop()
+                self._offsets.clear()
+                self._batch_started = None
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        try:
+            while not should_stop():
+                self.step()
+            self._drain(deadline_s=30)
+        finally:
+            self.consumer.close(autocommit=False)
+
+    def step(self) -> None:
+        records = self.consumer.poll(timeout_ms=100, max_records=self.max_batch)
+        for batch in records.values():
+            for record in batch:
+                self.processor.add(record)
+                self._offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+                if self._batch_started is None:
+                    self._batch_started = time.monotonic()
+        self.on_poll()
+        full = self.processor.pending() >= self.max_batch
+        old = self._batch_started is not None and time.monotonic() - self._batch_started >= self.max_wait_s
+        if full or old:
+            self._flush_with_retry()
+
+    def _flush_with_retry(self, deadline: float | None = None) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                self._flush_and_commit()
+                if self.consumer.paused():
+                    self.consumer.resume(*self.consumer.paused())
+                return
+            except self.infrastructure_errors as exc:
+                self.failures += 1
+                delay = backoff()
+                log.warning("flush failed (%s: %s); nothing committed, retrying in %.1fs",
+                            type(exc).__name__, exc, delay)
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    raise
+                self.consumer.pause(*self.consumer.assignment())
+                until = time.monotonic() + delay
+                while time.monotonic() < until:
+                    self.consumer.poll(timeout_ms=100)  # paused: no records, but the group sees us alive
+                    if not self.processor.pending():  # a rebalance dropped the batch meanwhile
+                        return
+
+    def _flush_and_commit(self) -> None:
+        self.processor.flush()
+        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._offsets.items()}
+        if self.commit_delay_s:
+            time.sleep(self.commit_delay_s)
+        try:
+            if offsets:
+                self.consumer.commit(offsets)
+        except CommitFailedError as exc:  # the group moved on: the new owner replays, storage dedups
+            log.warning("commit refused after a rebalance (%s); the batch will be replayed and deduplicated", exc)
+        self._offsets.clear()
+        self._batch_started = None
+
+    def _drain(self, deadline_s: float) -> None:
+        if self.processor.pending():
+            try:
+                self._flush_with_retry(deadline=time.monotonic() + deadline_s)
+            except self.infrastructure_errors as exc:
+                log.error("stopping with an unstored batch (%s): it will be replayed at the next start", exc)

@@ -1,0 +1,28 @@
+"""Prometheus metrics of the consumers."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ConsumerMetrics:
+    def __init__(self, registry: CollectorRegistry, group: str) -> None:
+        self.group = group
+        self.consumed = Counter("collection_audit_consumed", "Records consumed", ["group", "topic"],
+                                registry=registry)
+        self.stored = Counter("collection_audit_stored", "Rows stored in ClickHouse", ["table"], registry=registry)
+        self.duplicates = Counter("collection_audit_duplicates_skipped",
+                                  "Redelivered or re-sent records found already stored", ["table"], registry=registry)
+        self.dead_lettered = Counter("collection_audit_dead_lettered", "Records sent to the dead-letter queue",
+                                     ["group", "reason"], registry=registry)
+        self.batch_size = Histogram("collection_audit_batch_size", "Records per flushed batch", ["group"],
+                                    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000), registry=registry)
+        self.insert_seconds = Histogram("collection_audit_insert_seconds", "ClickHouse insert latency per table",
+                                        ["table"], registry=registry)
+        self.flush_failures = Counter("collection_audit_flush_failures",
+                                      "Batches that could not be made durable (retried)", ["group"], registry=registry)
+        self.lag = Gauge("collection_audit_consumer_lag", "High-water mark minus position", ["group", "topic",
+                         "partition"], registry=registry)
+        self.end_to_end = Histogram("collection_audit_end_to_end_seconds",
+                                    "Producer accepted the event -> stored (seconds)", ["table"],
+                                    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=registry)

@@ -1,0 +1,233 @@
+"""The store consumer: every event of the three topics enriched and stored in ClickHouse once.
+
+decode (writer schema -> reader schema) -> validate -> dead letter, or enrich -> rows -> insert
+(trail writer: dedup, hash chain) -> dead letters to collection.dlq -> commit (ConsumerLoop).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
+
+from consumers.consumer_loop import ConsumerLoop
+from consumers.metrics import ConsumerMetrics
+from consumers.pii import PiiMasker
+from consumers.reference_state import ReferenceState
+from consumers.reference_tail import ReferenceTail, load_from_clickhouse
+from consumers.store_rows import Enricher, Provenance, dead_letter_row
+from consumers.trail_writer import ACTIONS, ALERTS, DEAD_LETTERS, REFERENCE_EVENTS, TrailWriter
+from deploy.clickhouse_client import connect
+from deploy.migrations import migrate
+from deploy.settings import Settings
+from schemas import TOPIC_ACTIONS, TOPIC_ALERTS, TOPIC_DLQ, TOPIC_REFERENCE, value_subject
+from schemas.codec import AvroCodec, DecodeError
+from schemas.contract import record_problems, to_micros
+from schemas.registry import registry_for
+
+log = logging.getLogger(__name__)
+GROUP = "audit-store"
+TOPICS = (TOPIC_ACTIONS, TOPIC_REFERENCE, TOPIC_ALERTS)
+
+
+class DeadLetterDeliveryFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class _Batch:
+    actions: list[tuple[dict[str, Any], ConsumerRecord, int]] = field(default_factory=list)
+    references: list[tuple[dict[str, Any], ConsumerRecord, int]] = field(default_factory=list)
+    alerts: list[tuple[dict[str, Any], ConsumerRecord, int]] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.actions) + len(self.references) + len(self.alerts) + len(self.dead)
+
+
+class StoreProcessor:
+    def __init__(self, client: Client, codec: AvroCodec, enricher: Enricher, dlq: KafkaProducer,
+                 metrics: ConsumerMetrics, tail: ReferenceTail | None, group: str = GROUP) -> None:
+        self.client = client
+        self.codec = codec
+        self.enricher = enricher
+        self.dlq = dlq
+        self.metrics = metrics
+        self.tail = tail
+        self.group = group
+        self.writers = {t.name: TrailWriter(client, t) for t in (ACTIONS, REFERENCE_EVENTS, ALERTS, DEAD_LETTERS)}
+        self.batch = _Batch()
+
+    def add(self, record: ConsumerRecord) -> None:
+        self.metrics.consumed.labels(self.group, record.topic).inc()
+        try:
+            decoded = self.codec.decode(value_subject(record.topic), record.value)
+        except DecodeError as exc:
+            self._dead(record, exc.reason, exc.detail, exc.schema_id)
+            return
+        problems = record_problems(record.topic, decoded.record)
+        if problems:
+            self._dead(record, "CONTRACT_INVALID", "; ".join(str(p) for p in problems), decoded.schema_id)
+            return
+        target = {TOPIC_ACTIONS: self.batch.actions, TOPIC_REFERENCE: self.batch.references,
+                  TOPIC_ALERTS: self.batch.alerts}[record.topic]
+        target.append((decoded.record, record, decoded.schema_id))
+
+    def _dead(self, record: ConsumerRecord, reason: str, detail: str, schema_id: int | None) -> None:
+        self.batch.dead.append(dead_letter_row(reason, detail, self.group, record.topic, record.partition,
+                                               record.offset, schema_id, record.key, record.value, datetime.now(UTC)))
+
+    def pending(self) -> int:
+        return len(self.batch)
+
+    def close(self) -> None:
+        if self.tail is not None:
+            self.tail.close()
+        self.dlq.close(timeout=5)
+
+    def drop(self) -> None:
+        self.batch = _Batch()
+        for writer in self.writers.values():
+            writer.forget()
+
+    def flush(self) -> None:
+        batch = self.batch
+        try:
+            self._store(batch)
+        except BaseException:
+            for writer in self.writers.values():
+                writer.forget()  # a failed insert may have stored part of the batch: re-read the heads
+            raise
+        self.metrics.batch_size.labels(self.group).observe(len(batch))
+        self.batch = _Batch()
+
+    def _store(self, batch: _Batch) -> None:
+        now = datetime.now(UTC)
+        if self.tail is not None:
+            self.tail.catch_up()
+        for record, _, _ in batch.references:
+            self.enricher.state.apply(record)
+
+        def origin(message: ConsumerRecord, schema_id: int) -> Provenance:
+            return Provenance(message.topic, message.partition, message.offset, schema_id, now)
+
+        e = self.enricher
+        self._write(REFERENCE_EVENTS.name, [e.reference_row(r, m.key.decode() if m.key else "", origin(m, s))
+                                            for r, m, s in batch.references])
+        self._write(ACTIONS.name, [e.action_row(r, origin(m, s)) for r, m, s in batch.actions])
+        self._write(ALERTS.name, [e.alert_row(r, origin(m, s)) for r, m, s in batch.alerts])
+        self._write(DEAD_LETTERS.name, batch.dead)
+        self._send_dead_letters(batch.dead)
+        stored_at = to_micros(datetime.now(UTC))
+        for table, items in ((ACTIONS.name, batch.actions), (REFERENCE_EVENTS.name, batch.references)):
+            histogram = self.metrics.end_to_end.labels(table)
+            for record, _, _ in items:
+                histogram.observe((stored_at - to_micros(record["produced_at"])) / 1e6)
+
+    def _write(self, table: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        started = time.perf_counter()
+        inserted = self.writers[table].write(rows)
+        self.metrics.insert_seconds.labels(table).observe(time.perf_counter() - started)
+        self.metrics.stored.labels(table).inc(inserted)
+        if inserted < len(rows):
+            self.metrics.duplicates.labels(table).inc(len(rows) - inserted)
+
+    def _send_dead_letters(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        futures = []
+        for row in rows:
+            value = self.codec.encode(value_subject(TOPIC_DLQ), {
+                "reason": row["reason"], "detail": row["detail"], "consumer_group": row["consumer_group"],
+                "source_topic": row["source_topic"], "source_partition": row["source_partition"],
+                "source_offset": row["source_offset"], "schema_id": row["schema_id"],
+                "raw_key": _b64(row["raw_key_base64"]), "raw_value": _b64(row["raw_value_base64"]),
+                "failed_at": to_micros(row["failed_at"])})
+            futures.append(self.dlq.send(TOPIC_DLQ, key=f"{row['source_topic']}/{row['source_partition']}".encode(),
+                                         value=value))
+        self.dlq.flush(timeout=30)
+        if not all(f.is_done and f.succeeded() for f in futures):
+            raise DeadLetterDeliveryFailed("dead letters were not acknowledged by Kafka")
+        for row in rows:
+            self.metrics.dead_lettered.labels(self.group, row["reason"]).inc()
+
+
+def _b64(text: str) -> bytes | None:
+    return base64.b64decode(text) if text else None
+
+
+def build_store_loop(settings: Settings, client: Client, codec: AvroCodec, enricher: Enricher,
+                     metrics: ConsumerMetrics) -> tuple[ConsumerLoop, StoreProcessor]:
+    """Wire the store consumer: the group consumer, the DLQ producer, the reference tail."""
+    kafka = settings.kafka_client_config()
+    loaded = load_from_clickhouse(client, enricher.state)
+    log.info("reference state: %d records loaded from ClickHouse", loaded)
+    tail = ReferenceTail(kafka, codec, enricher.state)
+    dlq = KafkaProducer(**kafka, acks="all", enable_idempotence=True, client_id="collection-audit-dlq")
+    processor = StoreProcessor(client, codec, enricher, dlq, metrics, tail)
+    consumer = KafkaConsumer(**kafka, group_id=GROUP, client_id="collection-audit-store", enable_auto_commit=False,
+                             auto_offset_reset="earliest", max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+                             session_timeout_ms=min(10_000, settings.kafka_max_poll_interval_ms),
+                             heartbeat_interval_ms=min(3_000, settings.kafka_max_poll_interval_ms // 3),
+                             max_partition_fetch_bytes=8 * 1024 * 1024)
+    loop = ConsumerLoop(consumer, processor, max_batch=settings.store_batch_rows,
+                        max_wait_s=settings.store_batch_wait_ms / 1000,
+                        infrastructure_errors=(ClickHouseError, DeadLetterDeliveryFailed, OSError),
+                        on_poll=lambda: _record_lag(consumer, metrics),
+                        commit_delay_s=settings.store_commit_delay_ms / 1000)
+    consumer.subscribe(list(TOPICS), listener=_Listener(loop))
+    return loop, processor
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self.loop = loop
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.loop.on_partitions_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.loop.on_partitions_assigned(list(assigned))
+
+
+def _record_lag(consumer: KafkaConsumer, metrics: ConsumerMetrics) -> None:
+    """Lag from the high-water mark the last fetch response carried (end_offsets is unreliable on Tansu)."""
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        try:
+            position = consumer.position(tp, timeout_ms=0)
+        except KafkaError:
+            continue
+        if position is not None:
+            metrics.lag.labels(metrics.group, tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+
+def run_store(settings: Settings, registry: CollectorRegistry, should_stop: Callable[[], bool],
+              client: Client | None = None) -> StoreProcessor:
+    """The store role until `should_stop()`: migrate, then consume, store, commit; drains on stop."""
+    client = client or connect(settings.clickhouse)
+    migrate(client)
+    codec = AvroCodec(registry_for(settings.schema_registry_url))
+    enricher = Enricher(PiiMasker(settings.pii_key_bytes(), default_region=settings.default_jurisdiction),
+                        ReferenceState(), settings.default_jurisdiction)
+    loop, processor = build_store_loop(settings, client, codec, enricher, ConsumerMetrics(registry, GROUP))
+    try:
+        loop.run(should_stop)
+    finally:
+        processor.close()
+    return processor

@@ -1,0 +1,145 @@
+"""Writing rows to a trail table exactly once, hash-chained.
+
+For each batch: ask ClickHouse which ids are already stored (a redelivered or re-sent event) and
+drop those; link the rest into their chains, continuing from each chain's stored head; insert the
+batch column-wise in one INSERT. The chain heads are cached; after a failed insert the cache is
+dropped, because what was stored is then unknown, and the heads are read again.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from consumers.hash_chain import GENESIS, content_hash, link, month_of
+
+_ACTION_COLUMNS = (
+    "event_id", "occurred_at", "occurred_offset_minutes", "produced_at", "source_system", "agency_id", "debtor_id",
+    "account_id", "collector_id", "action_type", "direction", "counterparty", "contact_address_hash",
+    "contact_address_last4", "message_text", "message_text_normalized", "pii_redactions", "recording_id",
+    "duration_seconds", "call_result", "automated", "staff_count", "credentials_shown", "amount_due_minor",
+    "currency", "due_date", "attributes", "jurisdiction", "debtor_timezone", "timezone_source", "local_time",
+    "local_date", "local_hour", "local_weekday", "agency_license_status", "collector_cert_status", "out_of_order",
+)
+_REFERENCE_COLUMNS = (
+    "event_id", "kind", "occurred_at", "occurred_offset_minutes", "produced_at", "entity_key", "source_system",
+    "debtor_id", "account_id", "agency_id", "collector_id", "timezone", "phone_region", "jurisdiction", "channels",
+    "contact_address_hash", "contact_address_last4", "counterparty", "complaint_id", "complex", "plan_id", "status",
+    "valid_from", "valid_to", "attributes",
+)
+_ALERT_COLUMNS = (
+    "alert_id", "rule_id", "rule_version", "severity", "jurisdiction", "debtor_id", "agency_id", "collector_id",
+    "event_ids", "summary", "citation", "late", "occurred_at", "detected_at", "evidence",
+)
+_TRAIL = ("chain_seq", "prev_hash", "row_hash", "kafka_topic", "kafka_partition", "kafka_offset", "schema_id",
+          "ingested_at")
+
+
+@dataclass(frozen=True)
+class TrailTable:
+    name: str
+    id_column: str
+    key_column: str | None  # the chain key; None for tables without a chain
+    time_column: str
+    columns: tuple[str, ...]
+
+
+ACTIONS = TrailTable("audit.actions", "event_id", "debtor_id", "occurred_at", _ACTION_COLUMNS + _TRAIL)
+REFERENCE_EVENTS = TrailTable("audit.reference_events", "event_id", "entity_key", "occurred_at",
+                              _REFERENCE_COLUMNS + _TRAIL)
+ALERTS = TrailTable("audit.alerts", "alert_id", "debtor_id", "occurred_at", _ALERT_COLUMNS + _TRAIL)
+DEAD_LETTERS = TrailTable("audit.dead_letters", "dead_letter_id", None, "failed_at", (
+    "dead_letter_id", "reason", "detail", "consumer_group", "source_topic", "source_partition", "source_offset",
+    "schema_id", "raw_key_base64", "raw_value_base64", "failed_at"))
+
+Head = tuple[int, str]  # (chain_seq, row_hash) of the newest stored row of a chain
+
+
+class TrailWriter:
+    def __init__(self, client: Client, table: TrailTable, max_cached_keys: int = 500_000) -> None:
+        self.client = client
+        self.table = table
+        self._heads: OrderedDict[str, dict[int, Head]] = OrderedDict()  # key -> month -> head
+        self._latest: dict[str, Any] = {}  # key -> newest event time stored (actions: out_of_order)
+        self._max_cached = max_cached_keys
+
+    def forget(self) -> None:
+        """Drop cached chain heads (after a failed insert: what was stored is unknown)."""
+        self._heads.clear()
+        self._latest.clear()
+
+    def write(self, rows: list[dict[str, Any]]) -> int:
+        """Store rows not stored yet, in the given (offset) order; returns how many were inserted."""
+        if not rows:
+            return 0
+        id_column, key_column = self.table.id_column, self.table.key_column
+        stored = self._stored_ids(rows)
+        fresh, seen = [], set()
+        for row in rows:
+            row_id = str(row[id_column])
+            if row_id not in stored and row_id not in seen:
+                seen.add(row_id)
+                fresh.append(row)
+        if not fresh:
+            return 0
+        if key_column is not None:
+            self._load_heads({row[key_column] for row in fresh})
+            for row in fresh:
+                self._chain(row)
+        columns = self.table.columns
+        self.client.insert(self.table.name, [[row[c] for row in fresh] for c in columns], column_names=columns,
+                           column_oriented=True)
+        while len(self._heads) > self._max_cached:  # evict only once the batch is chained and stored
+            evicted, _ = self._heads.popitem(last=False)
+            self._latest.pop(evicted, None)
+        return len(fresh)
+
+    def _chain(self, row: dict[str, Any]) -> None:
+        key, when = row[self.table.key_column], row[self.table.time_column]  # type: ignore[index]
+        months = self._heads[key]
+        month = month_of(when)
+        seq, prev = months.get(month, (0, GENESIS))
+        if "out_of_order" in row:
+            latest = self._latest.get(key)
+            row["out_of_order"] = latest is not None and when < latest
+            if latest is None or when > latest:
+                self._latest[key] = when
+        row["chain_seq"] = seq + 1
+        row["prev_hash"] = prev
+        row["row_hash"] = link(prev, content_hash(row, self.table.columns))
+        months[month] = (seq + 1, row["row_hash"])
+        self._heads.move_to_end(key)
+
+    def _stored_ids(self, rows: list[dict[str, Any]]) -> set[str]:
+        id_column, key_column, time_column = self.table.id_column, self.table.key_column, self.table.time_column
+        ids = list({str(row[id_column]) for row in rows})
+        times = [row[time_column] for row in rows]
+        where = [f"toString({id_column}) IN {{ids:Array(String)}}",
+                 f"{time_column} BETWEEN {{low:DateTime64(6, 'UTC')}} AND {{high:DateTime64(6, 'UTC')}}"]
+        parameters: dict[str, Any] = {"ids": ids, "low": min(times), "high": max(times)}
+        if key_column is not None:
+            where.append(f"{key_column} IN {{keys:Array(String)}}")
+            parameters["keys"] = list({row[key_column] for row in rows})
+        result = self.client.query(
+            f"SELECT toString({id_column}) FROM {self.table.name} WHERE {' AND '.join(where)}",
+            parameters=parameters)
+        return {row[0] for row in result.result_rows}
+
+    def _load_heads(self, keys: set[str]) -> None:
+        missing = [k for k in keys if k not in self._heads]
+        if missing:
+            key_column, time_column = self.table.key_column, self.table.time_column
+            for k in missing:
+                self._heads[k] = {}
+            result = self.client.query(
+                f"SELECT {key_column}, toYYYYMM({time_column}) AS month, max(chain_seq), "
+                f"argMax(row_hash, chain_seq), max({time_column}) FROM {self.table.name} "
+                f"WHERE {key_column} IN {{keys:Array(String)}} GROUP BY {key_column}, month",
+                parameters={"keys": missing})
+            for key, month, seq, row_hash, latest in result.result_rows:
+                self._heads[key][int(month)] = (int(seq), row_hash)
+                if key not in self._latest or latest > self._latest[key]:
+                    self._latest[key] = latest

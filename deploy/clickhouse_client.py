@@ -1,0 +1,32 @@
+"""One way to reach ClickHouse for every role: clickhouse-connect, with a chdb:// DSN (embedded
+chDB, one process per data directory) or http(s):// (a server or cluster)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+
+class ClickHouseUnavailable(RuntimeError):
+    pass
+
+
+def connect(url: str, **settings: Any) -> Client:
+    """A client for `url`: `chdb:///abs/dir` or `http(s)://user:password@host:port`."""
+    if not url.startswith(("chdb:", "http://", "https://")):
+        raise ValueError(f"CLICKHOUSE_URL {url!r}: expected chdb:///path or http(s)://host:port")
+    try:
+        return clickhouse_connect.get_client(dsn=url, settings=settings or None)
+    except Exception as exc:  # connection refused, bad credentials, engine path in use...
+        raise ClickHouseUnavailable(f"cannot reach ClickHouse at {redact(url)}: {exc}") from exc
+
+
+def redact(url: str) -> str:
+    """The URL without a password, for messages and logs."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"

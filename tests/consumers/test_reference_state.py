@@ -1,0 +1,60 @@
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from consumers.reference_state import ReferenceState
+
+T0 = datetime(2024, 5, 1, 10, tzinfo=UTC)
+
+
+def ref(kind: str, at: datetime, **fields: Any) -> dict[str, Any]:
+    base = {"kind": kind, "event_id": uuid.uuid4(), "occurred_at": at, "debtor_id": None, "agency_id": None,
+            "collector_id": None, "timezone": None, "phone_region": None, "jurisdiction": None, "status": None,
+            "valid_from": None, "valid_to": None}
+    return base | fields
+
+
+def test_licence_status_at_the_moment_of_the_action() -> None:
+    state = ReferenceState()
+    state.apply(ref("AGENCY_LICENSE", T0 - timedelta(days=30), agency_id="A", status="VALID",
+                    valid_from=T0 - timedelta(days=30), valid_to=T0 + timedelta(days=30)))
+    state.apply(ref("AGENCY_LICENSE", T0 + timedelta(days=10), agency_id="A", status="SUSPENDED"))
+    assert state.licence_status("A", T0 - timedelta(days=31)) == "UNKNOWN"  # nothing known yet then
+    assert state.licence_status("A", T0) == "VALID"
+    assert state.licence_status("A", T0 + timedelta(days=11)) == "SUSPENDED"
+    assert state.licence_status("B", T0) == "UNKNOWN"
+
+
+def test_licence_expiry_and_not_yet_valid() -> None:
+    state = ReferenceState()
+    state.apply(ref("AGENCY_LICENSE", T0, agency_id="A", status="VALID", valid_from=T0 + timedelta(days=1),
+                    valid_to=T0 + timedelta(days=2)))
+    assert state.licence_status("A", T0) == "NOT_YET_VALID"
+    assert state.licence_status("A", T0 + timedelta(days=1, hours=1)) == "VALID"
+    assert state.licence_status("A", T0 + timedelta(days=2)) == "EXPIRED"  # valid_to is exclusive
+
+
+def test_certification_lapses_365_days_after_training() -> None:
+    state = ReferenceState()
+    trained = T0 - timedelta(days=400)
+    state.apply(ref("COLLECTOR_CERTIFICATION", trained, collector_id="C", agency_id="A", valid_from=trained))
+    assert state.certification_status("C", trained + timedelta(days=364)) == "VALID"
+    assert state.certification_status("C", trained + timedelta(days=366)) == "EXPIRED"
+    assert state.certification_status(None, T0) == "NOT_APPLICABLE"
+    assert state.certification_status("other", T0) == "UNKNOWN"
+
+
+def test_applying_the_same_record_twice_changes_nothing() -> None:
+    state = ReferenceState()
+    record = ref("AGENCY_LICENSE", T0, agency_id="A", status="VALID", valid_from=T0)
+    state.apply(record)
+    state.apply(record)
+    state.apply(ref("AGENCY_LICENSE", T0 + timedelta(days=1), agency_id="A", status="REVOKED"))
+    assert state.licence_status("A", T0 + timedelta(days=2)) == "REVOKED"
+
+
+def test_the_newest_profile_wins_whatever_the_arrival_order() -> None:
+    state = ReferenceState()
+    state.apply(ref("DEBTOR_PROFILE", T0, debtor_id="D", timezone="Asia/Shanghai"))
+    state.apply(ref("DEBTOR_PROFILE", T0 - timedelta(days=1), debtor_id="D", timezone="Europe/London"))
+    assert state.profiles["D"].timezone == "Asia/Shanghai"

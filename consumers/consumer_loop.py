@@ -67,7 +67,8 @@ class ConsumerLoop:
         self.infrastructure_errors = (*infrastructure_errors, KafkaError)
         self.on_poll = on_poll
         self.commit_delay_s = commit_delay_s  # fault-injection aid: widens the insert-to-commit window
-        self._offsets: dict[TopicPartition, int] = {}
+        self._offsets: dict[TopicPartition, int] = {}  # next offset to commit, per partition in the batch
+        self._first: dict[TopicPartition, int] = {}  # first offset of the batch, per partition
         self._batch_started: float | None = None
         self.failures = 0
 
@@ -79,8 +80,7 @@ class ConsumerLoop:
             except self.infrastructure_errors as exc:
                 log.warning("partitions revoked with an unstored batch (%s): the next owner replays it", exc)
                 self.processor.drop()
-                self._offsets.clear()
-                self._batch_started = None
+                self._forget_batch()
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
@@ -98,7 +98,9 @@ class ConsumerLoop:
         for batch in records.values():
             for record in batch:
                 self.processor.add(record)
-                self._offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+                tp = TopicPartition(record.topic, record.partition)
+                self._offsets[tp] = record.offset + 1
+                self._first.setdefault(tp, record.offset)
                 if self._batch_started is None:
                     self._batch_started = time.monotonic()
         self.on_poll()
@@ -133,14 +135,38 @@ class ConsumerLoop:
         self.processor.flush()
         offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._offsets.items()}
         if self.commit_delay_s:
+            log.info("fault injection: batch durable, committing in %.1fs", self.commit_delay_s)
             time.sleep(self.commit_delay_s)
         try:
             if offsets:
                 self.consumer.commit(offsets)
         except CommitFailedError as exc:  # the group moved on: the new owner replays, storage dedups
             log.warning("commit refused after a rebalance (%s); the batch will be replayed and deduplicated", exc)
+        self._forget_batch()
+
+    def _forget_batch(self) -> None:
         self._offsets.clear()
+        self._first.clear()
         self._batch_started = None
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records not yet durable, per assigned partition: from the high-water mark of the last fetch
+        (end_offsets is unreliable on Tansu) back to the first record of the pending batch, or to the
+        position when the partition has nothing pending."""
+        lags = {}
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            start = self._first.get(tp)
+            if start is None:
+                try:
+                    start = self.consumer.position(tp, timeout_ms=0)
+                except KafkaError:
+                    continue
+            if start is not None:
+                lags[tp] = max(0, highwater - start)
+        return lags
 
     def _drain(self, deadline_s: float) -> None:
         if self.processor.pending():

@@ -21,7 +21,8 @@ class ConsumerMetrics:
                                         ["table"], registry=registry)
         self.flush_failures = Counter("collection_audit_flush_failures",
                                       "Batches that could not be made durable (retried)", ["group"], registry=registry)
-        self.lag = Gauge("collection_audit_consumer_lag", "High-water mark minus position", ["group", "topic",
+        self.lag = Gauge("collection_audit_consumer_lag", "Records not yet durable (high-water mark - batch start)",
+                         ["group", "topic",
                          "partition"], registry=registry)
         self.end_to_end = Histogram("collection_audit_end_to_end_seconds",
                                     "Producer accepted the event -> stored (seconds)", ["table"],

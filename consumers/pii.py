@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 
 import phonenumbers
 
@@ -47,11 +48,14 @@ class PiiMasker:
             raise ValueError("the PII key must be at least 16 bytes")
         self._key = key
         self.default_region = default_region
+        # The same numbers and addresses recur (a debtor's phone, amounts, dates): classify each once.
+        self.classify = lru_cache(maxsize=200_000)(self._classify)
+        self.mask_address = lru_cache(maxsize=200_000)(self._mask_address)
 
     def keyed_hash(self, kind: str, value: str) -> str:
         return hmac.new(self._key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
 
-    def classify(self, candidate: str, region: str | None = None) -> tuple[str, str] | None:
+    def _classify(self, candidate: str, region: str | None = None) -> tuple[str, str] | None:
         """(kind, canonical value) of a candidate number, or None if it is not PII (a date, an amount)."""
         text = candidate.strip()
         if _DATE.match(text):
@@ -89,7 +93,7 @@ class PiiMasker:
 
         return _CANDIDATE.sub(replace, text), replaced
 
-    def mask_address(self, address: str | None, region: str | None = None) -> tuple[str, str]:
+    def _mask_address(self, address: str | None, region: str | None = None) -> tuple[str, str]:
         """(keyed hash, last 4 digits) of a contact address; last 4 is empty for non-numbers."""
         if not address:
             return "", ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +19,6 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from consumers.consumer_loop import ConsumerLoop
@@ -68,9 +68,10 @@ class StoreProcessor:
         self.group = group
         self.writers = {t.name: TrailWriter(client, t) for t in (ACTIONS, REFERENCE_EVENTS, ALERTS, DEAD_LETTERS)}
         self.batch = _Batch()
+        self.consumed: Counter[str] = Counter()  # per batch; published to the metric on flush
 
     def add(self, record: ConsumerRecord) -> None:
-        self.metrics.consumed.labels(self.group, record.topic).inc()
+        self.consumed[record.topic] += 1
         try:
             decoded = self.codec.decode(value_subject(record.topic), record.value)
         except DecodeError as exc:
@@ -98,6 +99,7 @@ class StoreProcessor:
 
     def drop(self) -> None:
         self.batch = _Batch()
+        self.consumed.clear()
         for writer in self.writers.values():
             writer.forget()
 
@@ -110,6 +112,9 @@ class StoreProcessor:
                 writer.forget()  # a failed insert may have stored part of the batch: re-read the heads
             raise
         self.metrics.batch_size.labels(self.group).observe(len(batch))
+        for topic, n in self.consumed.items():
+            self.metrics.consumed.labels(self.group, topic).inc(n)
+        self.consumed.clear()
         self.batch = _Batch()
 
     def _store(self, batch: _Batch) -> None:
@@ -186,8 +191,8 @@ def build_store_loop(settings: Settings, client: Client, codec: AvroCodec, enric
     loop = ConsumerLoop(consumer, processor, max_batch=settings.store_batch_rows,
                         max_wait_s=settings.store_batch_wait_ms / 1000,
                         infrastructure_errors=(ClickHouseError, DeadLetterDeliveryFailed, OSError),
-                        on_poll=lambda: _record_lag(consumer, metrics),
                         commit_delay_s=settings.store_commit_delay_ms / 1000)
+    loop.on_poll = lambda: _publish_lag(loop, metrics)
     consumer.subscribe(list(TOPICS), listener=_Listener(loop))
     return loop, processor
 
@@ -203,18 +208,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.loop.on_partitions_assigned(list(assigned))
 
 
-def _record_lag(consumer: KafkaConsumer, metrics: ConsumerMetrics) -> None:
-    """Lag from the high-water mark the last fetch response carried (end_offsets is unreliable on Tansu)."""
-    for tp in consumer.assignment():
-        highwater = consumer.highwater(tp)
-        if highwater is None:
-            continue
-        try:
-            position = consumer.position(tp, timeout_ms=0)
-        except KafkaError:
-            continue
-        if position is not None:
-            metrics.lag.labels(metrics.group, tp.topic, str(tp.partition)).set(max(0, highwater - position))
+def _publish_lag(loop: ConsumerLoop, metrics: ConsumerMetrics) -> None:
+    for tp, lag in loop.lag().items():
+        metrics.lag.labels(metrics.group, tp.topic, str(tp.partition)).set(lag)
 
 
 def run_store(settings: Settings, registry: CollectorRegistry, should_stop: Callable[[], bool],

@@ -14,11 +14,12 @@ class ClickHouseUnavailable(RuntimeError):
 
 
 def connect(url: str, **settings: Any) -> Client:
-    """A client for `url`: `chdb:///abs/dir` or `http(s)://user:password@host:port`."""
+    """A client for `url`: `chdb:///abs/dir` or `http(s)://user:password@host:port`. Datetimes come
+    back timezone-aware (UTC), whatever the host's zone, so they compare and hash like what we wrote."""
     if not url.startswith(("chdb:", "http://", "https://")):
         raise ValueError(f"CLICKHOUSE_URL {url!r}: expected chdb:///path or http(s)://host:port")
     try:
-        return clickhouse_connect.get_client(dsn=url, settings=settings or None)
+        return clickhouse_connect.get_client(dsn=url, settings=settings or None, tz_mode="aware")
     except Exception as exc:  # connection refused, bad credentials, engine path in use...
         raise ClickHouseUnavailable(f"cannot reach ClickHouse at {redact(url)}: {exc}") from exc
 

@@ -18,7 +18,7 @@ from zoneinfo import available_timezones
 
 import phonenumbers
 
-from schemas import TOPIC_ACTIONS, TOPIC_REFERENCE, value_subject
+from schemas import TOPIC_ACTIONS, TOPIC_ALERTS, TOPIC_REFERENCE, value_subject
 
 ACTION_TYPES = ("CALL_ATTEMPT", "CALL_CONNECTED", "VOICEMAIL", "SMS", "EMAIL", "IM_MESSAGE", "LETTER",
                 "FIELD_VISIT", "LEGAL_NOTICE", "PAYMENT_PLAN_OFFER")
@@ -367,10 +367,36 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+# Ranges of the ClickHouse column types: a value outside them would fail every insert of its batch
+# and block the partition, so it is a contract violation (a dead letter) instead.
+_STORABLE_INSTANTS = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2262, 4, 11, tzinfo=UTC))
+_STORABLE_DATES = (date(1900, 1, 1), date(2299, 12, 31))
+_STORABLE_INTS = {"duration_seconds": (0, 2**32 - 1), "staff_count": (0, 2**16 - 1),
+                  "occurred_at_offset_minutes": (-18 * 60, 18 * 60), "rule_version": (0, 2**16 - 1)}
+
+
+def _storable_problems(topic: str, record: Mapping[str, Any]) -> list[FieldError]:
+    problems = []
+    for field in ("occurred_at", "produced_at", "valid_from", "valid_to", "detected_at"):
+        value = record.get(field)
+        if value is not None and not _STORABLE_INSTANTS[0] <= value < _STORABLE_INSTANTS[1]:
+            problems.append(FieldError(field, f"{value.isoformat()} is outside 1900-2262"))
+    due = record.get("due_date")
+    if due is not None and not _STORABLE_DATES[0] <= due <= _STORABLE_DATES[1]:
+        problems.append(FieldError("due_date", f"{due.isoformat()} is outside 1900-2299"))
+    for field, (low, high) in _STORABLE_INTS.items():
+        value = record.get(field)
+        if value is not None and not low <= value <= high:
+            problems.append(FieldError(field, f"{value} is outside {low}..{high}"))
+    return problems
+
+
 def record_problems(topic: str, record: Mapping[str, Any]) -> list[FieldError]:
     """The contract rules a decoded Avro record can still break (schema-valid is not contract-valid):
     what a consumer checks before it stores an event from a producer that bypassed our SDK."""
-    problems = []
+    problems = _storable_problems(topic, record)
+    if topic == TOPIC_ALERTS:
+        return problems
     try:
         uuid.UUID(str(record["event_id"]))
     except ValueError:

@@ -3,15 +3,18 @@ stack (Tansu broker child process, topics, HTTP server with ingest and registry)
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clickhouse_connect.driver.client import Client
 
+from deploy.clickhouse_client import connect
 from deploy.settings import Settings
 from deploy.supervisor import EmbeddedStack
 
@@ -22,14 +25,40 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Tansu delays a group join until about the rebalance timeout: keep it short in tests.
+TEST_POLL_INTERVAL_MS = 3000
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """`up` in-process: broker, topics, store consumer, HTTP. The store writes to embedded chDB in the
+    stack's data directory, or to the ClickHouse server CLICKHOUSE_URL names (a dedicated, empty one)."""
     settings = Settings(data_dir=tmp_path_factory.mktemp("stack"), kafka_port=free_port(),
-                        http_port=free_port(), producer_delivery_timeout_s=10)
+                        clickhouse_url=os.environ.get("CLICKHOUSE_URL", ""),
+                        pii_key=os.environ.get("COLLECTION_AUDIT_PII_KEY", ""),
+                        http_port=free_port(), producer_delivery_timeout_s=10,
+                        kafka_max_poll_interval_ms=TEST_POLL_INTERVAL_MS, store_batch_wait_ms=200)
     running = EmbeddedStack(settings)
     running.start()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse(stack: EmbeddedStack) -> Client:
+    """A client on the stack's chDB (one data directory per process: the same one)."""
+    return connect(stack.settings.clickhouse)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0, every_s: float = 0.2) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every_s)
+    return condition()
 
 
 @pytest.fixture()

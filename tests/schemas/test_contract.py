@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -9,6 +9,7 @@ from schemas.contract import (
     EventRejected,
     parse_event,
     parse_rfc3339,
+    record_problems,
     record_to_json,
 )
 from tests.conftest import NOW, action
@@ -207,3 +208,19 @@ def test_any_json_object_is_either_valid_or_rejected_with_reasons(obj: dict[str,
         parse_event(obj, now=NOW)
     except EventRejected as exc:
         assert exc.errors and all(e.field and e.problem for e in exc.errors)
+
+
+@pytest.mark.parametrize(("field", "value", "problem"), [
+    ("duration_seconds", -5, "outside 0..4294967295"),
+    ("due_date", date(1800, 1, 1), "outside 1900-2299"),
+    ("occurred_at_offset_minutes", 5000, "outside -1080..1080"),
+    ("debtor_id", " ", "must not be empty"),
+    ("call_result", "BUSY", "only a CALL_ATTEMPT"),
+])
+def test_decoded_records_that_the_store_could_not_insert_are_contract_violations(
+        field: str, value: Any, problem: str) -> None:
+    record = parse_event(action(), now=NOW).record
+    moment = datetime(2024, 5, 1, tzinfo=UTC)
+    decoded = record | {"occurred_at": moment, "produced_at": moment, "due_date": None, field: value}
+    problems = {e.field: e.problem for e in record_problems("collection.actions", decoded)}
+    assert problem in problems[field]

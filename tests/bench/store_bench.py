@@ -1,0 +1,151 @@
+"""Store throughput, Kafka -> ClickHouse, beside the raw ceilings of its stages measured in the
+same run on the same data: kafka-python consume, fastavro decode, ClickHouse columnar insert."""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry
+from rich.console import Console
+
+from consumers.pii import PiiMasker
+from consumers.reference_state import ReferenceState
+from consumers.store_consumer import run_store
+from consumers.store_rows import Enricher, Provenance
+from consumers.trail_writer import ACTIONS
+from deploy.clickhouse_client import connect
+from deploy.embedded_broker import EmbeddedBroker
+from deploy.migrations import migrate
+from deploy.settings import Settings
+from deploy.topics import apply_topics, load_topic_specs
+from producers.simulator import SimConfig, Simulation
+from schemas import TOPIC_ACTIONS, TOPIC_REFERENCE, value_subject
+from schemas.catalog import Catalog
+from schemas.codec import AvroCodec
+from schemas.contract import parse_event
+from schemas.registry import CatalogRegistry
+from tests.conftest import free_port
+
+
+def encoded_events(n: int, codec: AvroCodec) -> list[tuple[str, bytes, bytes]]:
+    events = itertools.islice((item.event for item in Simulation(SimConfig(seed=3, debtors=5000)).events()), n)
+    out = []
+    for event in events:
+        validated = parse_event(event)
+        out.append((validated.topic, validated.key.encode(), codec.encode(validated.subject, validated.record)))
+    return out
+
+
+def consume_ceiling(bootstrap: str, n: int) -> float:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
+    partitions = [TopicPartition(t, p) for t in (TOPIC_ACTIONS, TOPIC_REFERENCE) for p in range(6)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    got, started = 0, time.perf_counter()
+    while got < n:
+        got += sum(len(r) for r in consumer.poll(timeout_ms=500, max_records=10_000).values())
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return n / elapsed
+
+
+def decode_ceiling(codec: AvroCodec, values: list[tuple[str, bytes, bytes]]) -> float:
+    started = time.perf_counter()
+    for topic, _, value in values:
+        codec.decode(value_subject(topic), value)
+    return len(values) / (time.perf_counter() - started)
+
+
+def insert_ceiling(client: Any, codec: AvroCodec, values: list[tuple[str, bytes, bytes]]) -> float:
+    """Columnar inserts of 10,000 of our real action rows into a copy of audit.actions."""
+    state, now = ReferenceState(), datetime.now(UTC)
+    enricher = Enricher(PiiMasker(bytes(32)), state)
+    rows = [enricher.action_row(codec.decode(value_subject(t), v).record, Provenance(t, 0, i, 1, now))
+            for i, (t, _, v) in enumerate(values) if t == TOPIC_ACTIONS]
+    for row in rows:
+        row["row_hash"] = row["prev_hash"] = "0" * 64
+    client.command("CREATE DATABASE IF NOT EXISTS bench")
+    client.command("CREATE TABLE IF NOT EXISTS bench.actions AS audit.actions")
+    columns = ACTIONS.columns
+    started = time.perf_counter()
+    for i in range(0, len(rows), 10_000):
+        chunk = rows[i:i + 10_000]
+        client.insert("bench.actions", [[r[c] for r in chunk] for c in columns], column_names=columns,
+                      column_oriented=True)
+    elapsed = time.perf_counter() - started
+    client.command("DROP DATABASE bench")
+    return len(rows) / elapsed
+
+
+def store_end_to_end(settings: Settings, client: Any, n: int) -> tuple[float, float]:
+    """(events/s, seconds) of the real store, from its first stored batch to its last: the group join,
+    slow on Tansu, is left out."""
+    registry = CollectorRegistry()
+    stop = threading.Event()
+    thread = threading.Thread(target=run_store, args=(settings, registry, stop.is_set, client), daemon=True)
+    thread.start()
+
+    def stored() -> float:
+        return sum(registry.get_sample_value("collection_audit_stored_total", {"table": t}) or 0.0
+                   for t in ("audit.actions", "audit.reference_events"))
+
+    while (first := stored()) == 0:
+        time.sleep(0.002)
+    started = time.perf_counter()
+    while stored() < n:
+        time.sleep(0.01)
+        if not thread.is_alive():
+            raise RuntimeError("the store consumer died")
+    elapsed = time.perf_counter() - started
+    n -= int(first)
+    stop.set()
+    thread.join(60)
+    return n / elapsed, elapsed
+
+
+def run(console: Console, n_events: int) -> dict[str, float]:
+    codec = AvroCodec(CatalogRegistry(Catalog.load()))
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = EmbeddedBroker(free_port(), Path(tmp) / "broker.log")
+        broker.start()
+        try:
+            apply_topics({"bootstrap_servers": broker.bootstrap_servers}, load_topic_specs(), single_node=True)
+            console.print(f"store: encoding {n_events:,} simulated events and producing them...")
+            values = encoded_events(n_events, codec)
+            producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=5, batch_size=1 << 18)
+            for topic, key, value in values:
+                producer.send(topic, key=key, value=value)
+            producer.flush()
+            producer.close()
+            settings = Settings(data_dir=Path(tmp), kafka_bootstrap_servers=broker.bootstrap_servers,
+                                kafka_max_poll_interval_ms=3000, pii_key="ab" * 32)
+            client = connect(settings.clickhouse)
+            migrate(client)
+            results: dict[str, float] = {}
+            console.print("store: ceilings (consume, decode, insert)...")
+            results["ceiling_kafka_consume_per_s"] = consume_ceiling(broker.bootstrap_servers, len(values))
+            results["ceiling_avro_decode_per_s"] = decode_ceiling(codec, values)
+            results["ceiling_clickhouse_insert_rows_per_s"] = insert_ceiling(client, codec, values)
+            console.print("store: end to end...")
+            results["store_end_to_end_per_s"], results["store_seconds"] = store_end_to_end(settings, client,
+                                                                                           len(values))
+        finally:
+            broker.stop()
+    slowest = min(results[k] for k in results if k.startswith("ceiling_"))
+    results["store_ratio_to_slowest_ceiling"] = results["store_end_to_end_per_s"] / slowest
+    return results
+
+
+LABELS = {
+    "ceiling_kafka_consume_per_s": "ceiling: kafka-python consume (C CRC32C), records/s",
+    "ceiling_avro_decode_per_s": "ceiling: fastavro decode with schema resolution, 1 core, records/s",
+    "ceiling_clickhouse_insert_rows_per_s": "ceiling: ClickHouse (chDB) columnar insert of action rows, rows/s",
+    "store_end_to_end_per_s": "store consumer end to end, Kafka -> enriched, chained rows in ClickHouse, events/s",
+}

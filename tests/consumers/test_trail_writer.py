@@ -1,0 +1,96 @@
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from consumers.hash_chain import GENESIS, content_hash, link
+from consumers.pii import PiiMasker
+from consumers.reference_state import ReferenceState
+from consumers.store_rows import Enricher, Provenance
+from consumers.trail_writer import ACTIONS, TrailWriter
+
+pytestmark = pytest.mark.stack
+ENRICHER = Enricher(PiiMasker(bytes(32)), ReferenceState())
+
+
+def action(debtor: str, at: datetime, offset: int) -> dict[str, Any]:
+    record = {
+        "event_id": uuid.uuid4(), "occurred_at": at, "occurred_at_offset_minutes": 480, "produced_at": at,
+        "source_system": "t", "agency_id": "AG", "debtor_id": debtor, "account_id": "A", "collector_id": None,
+        "action_type": "SMS", "direction": "OUTBOUND", "counterparty": "DEBTOR", "contact_address": None,
+        "message_text": "hello", "recording_id": None, "duration_seconds": None, "call_result": None,
+        "automated": True, "staff_count": None, "credentials_shown": None, "amount_due_minor": None,
+        "currency": None, "due_date": None, "attributes": {},
+    }
+    return ENRICHER.action_row(record, Provenance("collection.actions", 0, offset, 1, datetime.now(UTC)))
+
+
+def stored(client: Client, debtor: str) -> list[tuple[Any, ...]]:
+    return client.query("SELECT toYYYYMM(occurred_at), chain_seq, prev_hash, row_hash, out_of_order "
+                        "FROM audit.actions WHERE debtor_id = {d:String} ORDER BY occurred_at, chain_seq",
+                        parameters={"d": debtor}).result_rows
+
+
+def test_rows_already_stored_are_not_stored_again(clickhouse: Client) -> None:
+    debtor = f"TW-{uuid.uuid4().hex[:8]}"
+    t0 = datetime(2024, 5, 1, 2, tzinfo=UTC)
+    rows = [action(debtor, t0 + timedelta(minutes=i), i) for i in range(5)]
+    writer = TrailWriter(clickhouse, ACTIONS)
+    assert writer.write(rows) == 5
+    assert writer.write(rows) == 0  # a redelivered batch
+    fresh_writer = TrailWriter(clickhouse, ACTIONS)  # a restarted consumer: nothing cached
+    assert fresh_writer.write([*rows[3:], action(debtor, t0 + timedelta(minutes=9), 9)]) == 1
+    assert [r[1] for r in stored(clickhouse, debtor)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_duplicates_inside_one_batch_are_stored_once(clickhouse: Client) -> None:
+    debtor = f"TW-{uuid.uuid4().hex[:8]}"
+    row = action(debtor, datetime(2024, 5, 1, tzinfo=UTC), 0)
+    assert TrailWriter(clickhouse, ACTIONS).write([row, dict(row, kafka_offset=7)]) == 1
+
+
+def test_each_month_has_its_own_chain_linked_from_genesis(clickhouse: Client) -> None:
+    debtor = f"TW-{uuid.uuid4().hex[:8]}"
+    times = [datetime(2024, 5, 31, 23, tzinfo=UTC), datetime(2024, 6, 1, 1, tzinfo=UTC),
+             datetime(2024, 5, 30, tzinfo=UTC), datetime(2024, 6, 2, tzinfo=UTC)]
+    TrailWriter(clickhouse, ACTIONS).write([action(debtor, t, i) for i, t in enumerate(times)])
+    chains: dict[int, list[tuple[Any, ...]]] = {}
+    for month, seq, prev, row_hash, _ in sorted(stored(clickhouse, debtor), key=lambda r: (r[0], r[1])):
+        chains.setdefault(month, []).append((seq, prev, row_hash))
+    assert sorted(chains) == [202405, 202406]
+    for chain in chains.values():
+        assert [seq for seq, _, _ in chain] == [1, 2]
+        assert chain[0][1] == GENESIS and chain[1][1] == chain[0][2]
+
+
+def test_row_hash_covers_the_stored_content(clickhouse: Client) -> None:
+    debtor = f"TW-{uuid.uuid4().hex[:8]}"
+    row = action(debtor, datetime(2024, 7, 1, tzinfo=UTC), 0)
+    TrailWriter(clickhouse, ACTIONS).write([row])
+    result = clickhouse.query(f"SELECT {', '.join(ACTIONS.columns)} FROM audit.actions "
+                              "WHERE debtor_id = {d:String}", parameters={"d": debtor})
+    back = dict(zip(result.column_names, result.result_rows[0], strict=True))
+    assert back["row_hash"] == link(GENESIS, content_hash(back, ACTIONS.columns))
+
+
+def test_after_forget_the_chain_continues_from_what_is_stored(clickhouse: Client) -> None:
+    debtor = f"TW-{uuid.uuid4().hex[:8]}"
+    t0 = datetime(2024, 8, 1, tzinfo=UTC)
+    writer = TrailWriter(clickhouse, ACTIONS)
+    writer.write([action(debtor, t0, 0)])
+    writer.forget()
+    writer.write([action(debtor, t0 + timedelta(hours=1), 1)])
+    (_, s1, _, h1, _), (_, s2, p2, _, _) = stored(clickhouse, debtor)
+    assert (s1, s2) == (1, 2) and p2 == h1
+
+
+def test_an_action_older_than_one_already_stored_is_flagged_out_of_order(clickhouse: Client) -> None:
+    debtor = f"TW-{uuid.uuid4().hex[:8]}"
+    t0 = datetime(2024, 9, 10, tzinfo=UTC)
+    TrailWriter(clickhouse, ACTIONS).write([action(debtor, t0, 0)])
+    TrailWriter(clickhouse, ACTIONS).write([action(debtor, t0 - timedelta(days=20), 1),
+                                            action(debtor, t0 + timedelta(days=1), 2)])
+    flags = {seq_month: flag for seq_month, _, _, _, flag in stored(clickhouse, debtor)}
+    assert flags == {202408: True, 202409: False}

@@ -1,0 +1,256 @@
+"""The store consumer under faults, as its own process on its own broker and chDB:
+SIGKILL at random points and between insert and commit, and ClickHouse out of disk for a while.
+Afterwards every produced event is stored exactly once and every hash chain is intact."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy.embedded_broker import EmbeddedBroker
+from deploy.topics import apply_topics, load_topic_specs
+from producers.sdk import AuditProducer
+from producers.simulator import SimConfig, Simulation
+from schemas.catalog import Catalog
+from schemas.registry import CatalogRegistry
+from tests.conftest import TEST_POLL_INTERVAL_MS, free_port, wait_until
+
+pytestmark = pytest.mark.stack
+
+
+class StoreProcess:
+    """`collection-audit store` in a child process, its log lines readable as they come."""
+
+    def __init__(self, broker: EmbeddedBroker, clickhouse_url: str, data_dir: Path, **env: str) -> None:
+        self.metrics_port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "deploy.cli", "store", "--data-dir", str(data_dir),
+             "--metrics-port", str(self.metrics_port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "CLICKHOUSE_URL": clickhouse_url,
+                 "COLLECTION_AUDIT_PII_KEY": "ab" * 32,
+                 "COLLECTION_AUDIT_KAFKA_MAX_POLL_INTERVAL_MS": str(TEST_POLL_INTERVAL_MS),
+                 "COLLECTION_AUDIT_STORE_BATCH_ROWS": "400", "COLLECTION_AUDIT_STORE_BATCH_WAIT_MS": "100", **env})
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+            self.log.append(line)
+
+    def wait_for_line(self, text: str, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if text in self.lines.get(timeout=0.1):
+                    return True
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    return False
+        return False
+
+    def samples(self, name: str) -> list[float] | None:
+        """The values of a metric's samples, or None while the metrics endpoint is not up."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return None
+        return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")]
+
+    def caught_up(self, partitions: int = 18) -> bool:
+        """Every partition of the three topics was fetched and nothing fetched is still unstored."""
+        lags = self.samples("collection_audit_consumer_lag")
+        return lags is not None and len(lags) == partitions and not any(lags)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(60) == 0, "".join(self.log[-30:])
+
+
+@pytest.fixture()
+def stores() -> Iterator[list[StoreProcess]]:
+    """Every store process a test starts; any still running when the test ends (it failed) is killed."""
+    started: list[StoreProcess] = []
+    yield started
+    for store in started:
+        if store.process.poll() is None:
+            store.process.kill()
+            store.process.wait(10)
+
+
+@pytest.fixture()
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    running = EmbeddedBroker(free_port(), tmp_path / "broker.log")
+    running.start()
+    apply_topics({"bootstrap_servers": running.bootstrap_servers}, load_topic_specs(), single_node=True)
+    yield running
+    running.stop()
+
+
+def simulated(n: int, seed: int) -> Iterator[dict[str, Any]]:
+    items = (item.event for item in Simulation(SimConfig(seed=seed, debtors=300, violation_rate=0.02)).events())
+    return itertools.islice(items, n)
+
+
+def sql(clickhouse_url: str, query: str) -> list[dict[str, Any]]:
+    done = subprocess.run([sys.executable, "-m", "deploy.cli", "sql", "--clickhouse-url", clickhouse_url,
+                           "--output", "json", query], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    decoder, text, rows = json.JSONDecoder(), done.stdout, []
+    index = 0
+    while index < len(text):
+        if text[index].isspace():
+            index += 1
+            continue
+        row, index = decoder.raw_decode(text, index)
+        rows.append(row)
+    return rows
+
+
+def assert_stored_exactly_once(clickhouse_url: str, produced: set[str]) -> None:
+    [totals] = sql(clickhouse_url, """
+        SELECT (SELECT count() FROM audit.actions) + (SELECT count() FROM audit.reference_events) AS stored,
+               (SELECT count() FROM audit.actions FINAL) + (SELECT count() FROM audit.reference_events FINAL) AS final,
+               (SELECT uniqExact(event_id) FROM audit.actions) + (SELECT uniqExact(event_id)
+                FROM audit.reference_events) AS distinct_ids""")
+    assert totals == {"stored": len(produced), "final": len(produced), "distinct_ids": len(produced)}
+    ids = {row["id"] for row in sql(clickhouse_url, "SELECT toString(event_id) AS id FROM audit.actions UNION ALL "
+                                                    "SELECT toString(event_id) FROM audit.reference_events")}
+    assert ids == produced
+
+
+def assert_chains_intact(clickhouse_url: str) -> None:
+    """Within every (key, month) chain: seq 1..n without gaps or repeats, each prev_hash the row before."""
+    for table, key in (("audit.actions", "debtor_id"), ("audit.reference_events", "entity_key")):
+        broken = sql(clickhouse_url, f"""
+            SELECT {key} AS key, month, seqs FROM (
+              SELECT {key}, toYYYYMM(occurred_at) AS month,
+                     arraySort(x -> x.1, groupArray((chain_seq, prev_hash, row_hash))) AS links,
+                     arrayMap(x -> x.1, links) AS seqs
+              FROM {table} GROUP BY {key}, month)
+            WHERE seqs != range(1, length(seqs) + 1)
+               OR links[1].2 != repeat('0', 64)
+               OR arrayExists(i -> links[i].2 != links[i - 1].3, range(2, length(links) + 1))
+            LIMIT 5""")
+        assert broken == [], f"{table}: broken chains {broken}"
+
+
+def test_sigkill_at_random_points_and_between_insert_and_commit_loses_and_duplicates_nothing(
+        broker: EmbeddedBroker, tmp_path: Path, stores: list[StoreProcess]) -> None:
+    clickhouse_url = f"chdb://{tmp_path / 'clickhouse'}"
+    events = simulated(12_000, seed=21)
+    produced: set[str] = set()
+    rng = random.Random(4)
+    with AuditProducer({"bootstrap_servers": broker.bootstrap_servers}, CatalogRegistry(Catalog.load()),
+                       tmp_path / "outbox.sqlite") as producer:
+        def produce(n: int) -> None:
+            batch = list(itertools.islice(events, n))
+            producer.emit_many(batch)
+            produced.update(e["event_id"] for e in batch)
+
+        produce(3000)
+        in_window = 0
+        for trial in range(22):
+            between_insert_and_commit = trial % 2 == 0
+            store = StoreProcess(broker, clickhouse_url, tmp_path / "store",
+                                 COLLECTION_AUDIT_STORE_COMMIT_DELAY_MS="1500" if between_insert_and_commit else "0")
+            stores.append(store)
+            produce(400)
+            if between_insert_and_commit:
+                if store.wait_for_line("batch durable, committing", timeout_s=30):
+                    in_window += 1
+            else:
+                time.sleep(rng.uniform(0.5, 5.0))
+            store.kill()
+        assert in_window >= 10, "SIGKILL must land between insert and commit in at least 10 trials"
+
+        final = StoreProcess(broker, clickhouse_url, tmp_path / "store")
+        stores.append(final)
+        assert wait_until(final.caught_up, timeout_s=120), "".join(final.log[-30:])
+        final.stop()
+    assert_stored_exactly_once(clickhouse_url, produced)
+    assert_chains_intact(clickhouse_url)
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    ballast = disk / "ballast"
+    with ballast.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * (1 << 20))
+                out.flush()
+        except OSError:
+            pass
+    return ballast
+
+
+def test_clickhouse_out_of_disk_backs_off_commits_nothing_and_catches_up(
+        broker: EmbeddedBroker, tmp_path: Path, small_disk: Path, stores: list[StoreProcess]) -> None:
+    from kafka import KafkaAdminClient
+
+    clickhouse_url = f"chdb://{small_disk / 'clickhouse'}"
+    events = simulated(6_000, seed=22)
+    produced: set[str] = set()
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+
+    def committed() -> dict[tuple[str, int], int]:
+        return {(tp.topic, tp.partition): meta.offset
+                for tp, meta in admin.list_group_offsets("audit-store")["audit-store"].items()}
+
+    with AuditProducer({"bootstrap_servers": broker.bootstrap_servers}, CatalogRegistry(Catalog.load()),
+                       tmp_path / "outbox.sqlite") as producer:
+        def produce(n: int) -> None:
+            batch = list(itertools.islice(events, n))
+            producer.emit_many(batch)
+            produced.update(e["event_id"] for e in batch)
+
+        store = StoreProcess(broker, clickhouse_url, tmp_path / "store")
+        stores.append(store)
+        produce(3000)
+        assert wait_until(store.caught_up, timeout_s=60), "".join(store.log[-30:])
+        before = committed()
+        ballast = fill(small_disk)
+        produce(3000)
+        assert store.wait_for_line("flush failed", timeout_s=30), "inserts must fail while the disk is full"
+        time.sleep(8)  # an outage of several back-off rounds
+        assert store.process.poll() is None, "the consumer must survive the outage"
+        assert committed() == before, "nothing may be committed while ClickHouse cannot store"
+        ballast.unlink()
+        assert wait_until(store.caught_up, timeout_s=90), "".join(store.log[-30:])
+        store.stop()
+    admin.close()
+    assert_stored_exactly_once(clickhouse_url, produced)
+    assert_chains_intact(clickhouse_url)

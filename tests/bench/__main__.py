@@ -1,5 +1,6 @@
 """`make bench`: every figure measured on the embedded stack in one run, printed as a table and
-written to bench-results.json for tracking. BENCH_EVENTS sets the size (default 100,000)."""
+written to bench-results.json for tracking. BENCH_EVENTS sets the size (default 100,000);
+BENCH_SECTIONS picks sections (default producers,store)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,22 @@ from tests.bench import producers_bench, store_bench
 def main() -> None:
     console = Console()
     n_events = int(os.environ.get("BENCH_EVENTS", "100000"))
-    results = {"producers": producers_bench.run(console, min(n_events, 50_000)),
-               "store": store_bench.run(console, n_events)}
+    sections = os.environ.get("BENCH_SECTIONS", "producers,store").split(",")
+    results = {}
+    if "producers" in sections:
+        results["producers"] = producers_bench.run(console, min(n_events, 50_000))
+    if "store" in sections:
+        results["store"] = store_bench.run(console, n_events)
     table = Table(title=f"collection-audit benchmark ({n_events:,} simulated events, {os.cpu_count()} cores)")
     table.add_column("figure")
     table.add_column("per second", justify="right")
     for section, labels in (("producers", producers_bench.LABELS), ("store", store_bench.LABELS)):
         for key, label in labels.items():
-            table.add_row(label, f"{results[section][key]:,.0f}")
+            if section in results:
+                table.add_row(label, f"{results[section][key]:,.0f}")
     console.print(table)
-    console.print(f"store ratio to slowest ceiling: {results['store']['store_ratio_to_slowest_ceiling']:.2f}")
+    if "store" in results:
+        console.print(f"store ratio to slowest ceiling: {results['store']['store_ratio_to_slowest_ceiling']:.2f}")
     Path("bench-results.json").write_text(json.dumps(results, indent=2))
     console.print("figures written to bench-results.json")
 

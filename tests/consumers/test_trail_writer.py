@@ -45,6 +45,19 @@ def test_rows_already_stored_are_not_stored_again(clickhouse: Client) -> None:
     assert [r[1] for r in stored(clickhouse, debtor)] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_large_batch_of_distinct_debtors_is_checked_and_stored_once(clickhouse: Client) -> None:
+    # 12,000 ids and debtor keys do not fit in one query's text (ClickHouse max_query_size is 256 KiB)
+    prefix = f"TWL-{uuid.uuid4().hex[:8]}"
+    t0 = datetime(2024, 7, 1, tzinfo=UTC)
+    rows = [action(f"{prefix}-{i:05d}-with-a-long-debtor-identifier", t0 + timedelta(seconds=i), i)
+            for i in range(12_000)]
+    assert TrailWriter(clickhouse, ACTIONS).write(rows) == 12_000
+    assert TrailWriter(clickhouse, ACTIONS).write(rows) == 0  # restarted consumer, whole batch redelivered
+    count = clickhouse.query("SELECT count() FROM audit.actions WHERE startsWith(debtor_id, {p:String})",
+                             parameters={"p": prefix}).result_rows[0][0]
+    assert count == 12_000
+
+
 def test_duplicates_inside_one_batch_are_stored_once(clickhouse: Client) -> None:
     debtor = f"TW-{uuid.uuid4().hex[:8]}"
     row = action(debtor, datetime(2024, 5, 1, tzinfo=UTC), 0)

@@ -17,8 +17,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/collection-audit up --simulate $(ARGS)
 
+# Debian packages the tests run for real (root, as CI runs): Alertmanager receives pushed alerts.
+ALERTMANAGER := /usr/bin/prometheus-alertmanager
+$(ALERTMANAGER):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus-alertmanager \
+	  || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	  prometheus-alertmanager)
+
 ## test: lint, type-check and the whole test suite (unit + embedded-stack tests).
-test: lint typecheck
+test: lint typecheck $(ALERTMANAGER)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

@@ -104,6 +104,8 @@ class ConsumerLoop:
                 if self._batch_started is None:
                     self._batch_started = time.monotonic()
         self.on_poll()
+        if self._batch_started is None and self.processor.pending():  # work added outside the records
+            self._batch_started = time.monotonic()
         full = self.processor.pending() >= self.max_batch
         old = self._batch_started is not None and time.monotonic() - self._batch_started >= self.max_wait_s
         if full or old:

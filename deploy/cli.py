@@ -140,6 +140,7 @@ def _up_counts(producer: AuditProducer | None, progress: SimProgress, started: f
         counts.update({"delivered to Kafka": producer.sent, "waiting in outbox": producer.pending()})
     if stack is not None and stack.with_store:
         counts.update({"actions stored": stack.stored("audit.actions"),
+                       "alerts raised": stack.alerts_raised(),
                        "reference events stored": stack.stored("audit.reference_events"),
                        "alerts stored": stack.stored("audit.alerts"),
                        "dead letters": stack.stored("audit.dead_letters"),
@@ -403,3 +404,13 @@ def topics_apply(bootstrap: Bootstrap = None,
 
 if __name__ == "__main__":
     app()
+
+
+def _register_rules_commands() -> None:
+    from deploy.rules_cli import alerts, rules_app
+
+    app.add_typer(rules_app, name="rules")
+    app.command()(alerts)
+
+
+_register_rules_commands()

@@ -50,6 +50,13 @@ class Settings:
     store_batch_rows: int = 10_000
     store_batch_wait_ms: int = 500
     store_commit_delay_ms: int = 0  # fault-injection aid for tests: widens the insert -> commit window
+    # Rule consumer: event-time lateness allowed before timers fire; idle seconds before wall-clock
+    # time stands in for event time; where alerts are pushed (empty: nowhere but Kafka).
+    rules_allowed_lateness_s: int = 3600
+    rules_idle_tick_s: float = 30.0
+    alertmanager_url: str = ""
+    alert_webhook_urls: str = ""  # comma-separated
+    alert_resend_s: float = 60.0  # one push per rule/agency/jurisdiction/severity group per this many seconds
     http_host: str = "127.0.0.1"
     http_port: int = 8700
     ingest_max_body_bytes: int = 8 * 1024 * 1024

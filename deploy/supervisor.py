@@ -1,11 +1,12 @@
 """`collection-audit up`: the embedded one-machine stack in one supervisor process.
 
 Start order: broker child (unless KAFKA_BOOTSTRAP_SERVERS names an external one) -> topics ->
-ClickHouse migrations -> store consumer thread -> ingest producer -> HTTP server (ingest, schema
+ClickHouse migrations -> store consumer thread -> rule consumer thread -> ingest producer -> HTTP server (ingest, schema
 registry, /healthz, /metrics). chDB allows one process per data directory, so the store writer and
 (later) the query API share this process and its client.
 
-Stop order: producers flush -> the store consumer drains what the broker holds (bounded wait) and
+Stop order: producers flush -> the rule consumer stops (its alerts are produced and committed) -> the
+store consumer drains what the broker holds (bounded wait) and
 commits -> HTTP -> broker last. The embedded broker keeps data in memory: whatever it still held is
 gone after it stops (README).
 """
@@ -42,9 +43,12 @@ class EmbeddedStack:
     store_thread: threading.Thread | None = None
     store_error: BaseException | None = None
     with_store: bool = False
+    rules_thread: threading.Thread | None = None
+    rules_error: BaseException | None = None
     _store_stop: threading.Event = field(default_factory=threading.Event)
+    _rules_stop: threading.Event = field(default_factory=threading.Event)
 
-    def start(self, with_store: bool = True) -> None:
+    def start(self, with_store: bool = True, with_rules: bool = True) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -55,6 +59,8 @@ class EmbeddedStack:
             self.with_store = with_store
             if with_store:
                 self._start_store()
+            if with_rules:
+                self._start_rules()
             self.producer = AuditProducer.from_settings(s, name="ingest")
             register_producer(self.metrics, self.producer, "ingest")
             app = create_app(Catalog.load(), self.metrics, producer=self.producer,
@@ -79,6 +85,24 @@ class EmbeddedStack:
         self.store_thread = threading.Thread(target=run, name="store", daemon=True)
         self.store_thread.start()
 
+    def _start_rules(self) -> None:
+        from consumers.rule_consumer import run_rules
+
+        def run() -> None:
+            try:
+                run_rules(self.settings, self.metrics, self._rules_stop.is_set)
+            except BaseException as exc:  # surfaced by health() and stop()
+                log.exception("the rule consumer stopped")
+                self.rules_error = exc
+
+        self.rules_thread = threading.Thread(target=run, name="rules", daemon=True)
+        self.rules_thread.start()
+
+    def alerts_raised(self) -> float:
+        return sum(sample.value for metric in self.metrics.collect()
+                   if metric.name == "collection_audit_alerts_raised" for sample in metric.samples
+                   if sample.name.endswith("_total"))
+
     def store_lag(self) -> float:
         """Records the store consumer has yet to read, from the last fetch high-water marks."""
         return sum(sample.value for metric in self.metrics.collect() if metric.name == "collection_audit_consumer_lag"
@@ -94,6 +118,8 @@ class EmbeddedStack:
             checks["embedded_broker"] = self.broker.running()
         if self.store_thread is not None:
             checks["store_consumer"] = self.store_thread.is_alive()
+        if self.rules_thread is not None:
+            checks["rule_consumer"] = self.rules_thread.is_alive()
         return checks
 
     def stop(self, drain_s: float = 30.0) -> None:
@@ -106,6 +132,10 @@ class EmbeddedStack:
                 log.warning("%d events stay in the outbox %s until the next start", left,
                             self.settings.outbox_dir)
             self.producer = None
+        if self.rules_thread is not None:
+            self._rules_stop.set()
+            self.rules_thread.join(drain_s + 10)
+            self.rules_thread = None
         if self.store_thread is not None:
             deadline = time.monotonic() + drain_s
             time.sleep(0.5)  # let the last fetch report its high-water marks

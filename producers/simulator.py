@@ -327,6 +327,11 @@ class Simulation:
         profile_at = now
         steps = builders[name](self, d, day)
         self._push(profile_at, lambda: [SimEvent(self._profile(d, profile_at), scenario=label)])
+        if juris == "US":  # the validation notice every US debtor gets first (Reg F 1006.34)
+            notice_at = profile_at + timedelta(seconds=1)
+            notice = self._action(d, notice_at, "LETTER", message_text=self._fill(_LETTER_TEXTS["US"][0], d),
+                                  contact_address=None, collector_id=None, automated=True)
+            self._push(notice_at, lambda: [SimEvent(notice, scenario=label)])
         for at, event, alerts in steps:
             def make(event: dict[str, Any] = event, alerts: bool = alerts) -> list[SimEvent]:
                 return [SimEvent(event, name if alerts and positive else None, label)]
@@ -394,8 +399,10 @@ def _content(rule: str, action_type: str = "IM_MESSAGE") -> Scenario:
         if rule == "THIRD_PARTY_DISCLOSURE":
             return [(at, sim._action(d, at, "SMS", counterparty="FAMILY", contact_address="+86 13900002222",
                                      message_text=text, amount_due_minor=None, currency=None, due_date=None), True)]
+        recording = f"REC-{sim.rng.getrandbits(40):x}" if action_type == "CALL_CONNECTED" else None
         return [(at, sim._action(d, at, action_type, message_text=text, amount_due_minor=d.amount_minor,
-                                 currency=CURRENCY[d.jurisdiction], due_date=d.due.isoformat()), True)]
+                                 currency=CURRENCY[d.jurisdiction], due_date=d.due.isoformat(),
+                                 recording_id=recording), True)]
     return build
 
 
@@ -445,6 +452,14 @@ def _not_recorded(sim: Simulation, d: _Debtor, day: date) -> list[Step]:
 
 
 def _unqualified(sim: Simulation, d: _Debtor, day: date) -> list[Step]:
+    if d.jurisdiction == "US":  # the US profile checks the agency licence only: an agency whose licence lapsed
+        agency, at = f"AGX{d.debtor_id}", sim._local(d, day, 10)
+        licence = {"kind": "AGENCY_LICENSE", "occurred_at": sim._stamp(at - timedelta(days=400), UTC),
+                   "agency_id": agency, "status": "VALID",
+                   "valid_from": sim._stamp(at - timedelta(days=400), UTC),
+                   "valid_to": sim._stamp(at - timedelta(days=1), UTC)}
+        call = _attempt(sim, d, at) | {"agency_id": agency, "collector_id": None}
+        return [(at - timedelta(hours=1), licence, False), (at, call, True)]
     collector = f"{d.agency_id}-X{d.debtor_id}"
     trained = sim._local(d, day, 9) - timedelta(days=366)
     at = sim._local(d, day, 10)
@@ -495,7 +510,7 @@ def _neg_debtor_quotes(sim: Simulation, d: _Debtor, day: date) -> list[Step]:
 
 def _neg_complaint_resolved(sim: Simulation, d: _Debtor, day: date) -> list[Step]:
     filed = sim._local(d, day, 9)
-    resolved = sim._local(d, day + timedelta(days=15), 23, 59)
+    resolved = sim._local(d, day + timedelta(days=14), 23, 59)  # day 15, the filing day being day 1
     cid = f"CMP-{d.debtor_id}"
     return [(filed, _ref(sim, d, filed, "COMPLAINT_FILED", complaint_id=cid), False),
             (resolved, _ref(sim, d, resolved, "COMPLAINT_RESOLVED", complaint_id=cid), False)]

@@ -29,15 +29,50 @@ def free_port() -> int:
 TEST_POLL_INTERVAL_MS = 3000
 
 
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"  # Debian's, installed by `make test`
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+def alertmanager_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Alertmanager on loopback, no gossip, routing everything to a receiver that drops it."""
+    import subprocess
+    import time
+    import urllib.request
+
+    workdir = tmp_path_factory.mktemp("alertmanager")
+    config = workdir / "alertmanager.yml"
+    config.write_text("route:\n  receiver: drop\n  group_by: [rule, agency]\nreceivers:\n  - name: drop\n")
+    port = free_port()
+    process = subprocess.Popen([ALERTMANAGER, f"--config.file={config}", f"--storage.path={workdir}",
+                                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                               stdout=subprocess.DEVNULL, stderr=(workdir / "alertmanager.log").open("w"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                log = (workdir / "alertmanager.log").read_text()
+                raise RuntimeError(f"Alertmanager did not start: {log}") from None
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, alertmanager_url: str) -> Iterator[EmbeddedStack]:
     """`up` in-process: broker, topics, store consumer, HTTP. The store writes to embedded chDB in the
     stack's data directory, or to the ClickHouse server CLICKHOUSE_URL names (a dedicated, empty one)."""
     settings = Settings(data_dir=tmp_path_factory.mktemp("stack"), kafka_port=free_port(),
                         clickhouse_url=os.environ.get("CLICKHOUSE_URL", ""),
                         pii_key=os.environ.get("COLLECTION_AUDIT_PII_KEY", ""),
                         http_port=free_port(), producer_delivery_timeout_s=10,
-                        kafka_max_poll_interval_ms=TEST_POLL_INTERVAL_MS, store_batch_wait_ms=200)
+                        kafka_max_poll_interval_ms=TEST_POLL_INTERVAL_MS, store_batch_wait_ms=200,
+                        alertmanager_url=alertmanager_url, alert_resend_s=0)
     running = EmbeddedStack(settings)
     running.start()
     yield running

@@ -91,7 +91,7 @@ def run(console: Console, n_events: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), kafka_port=free_port(), http_port=free_port())
         stack = EmbeddedStack(settings)
-        stack.start(with_store=False)
+        stack.start(with_store=False, with_rules=False)
         try:
             events = simulated_actions(n_events)
             base_url = f"http://{settings.http_host}:{settings.http_port}"

@@ -88,7 +88,8 @@ def test_too_many_events_in_one_request_get_413(small_limits: TestClient) -> Non
 def test_healthz_and_metrics(stack: EmbeddedStack, base_url: str) -> None:
     health = httpx.get(f"{base_url}/healthz")
     assert health.status_code == 200
-    assert health.json()["checks"] == {"kafka": True, "embedded_broker": True, "store_consumer": True}
+    assert health.json()["checks"] == {"kafka": True, "embedded_broker": True, "store_consumer": True,
+                                       "rule_consumer": True}
     metrics = httpx.get(f"{base_url}/metrics").text
     assert 'collection_audit_producer_delivered_total{producer="ingest"}' in metrics
     assert 'collection_audit_producer_outbox_pending{producer="ingest"} 0.0' in metrics

@@ -1,0 +1,551 @@
+"""The rule engine: decoded events in, alerts out; pure, no Kafka, no ClickHouse.
+
+Event time throughout: windows, days and deadlines come from `occurred_at` and the debtor's local
+zone (profile zone -> phone region -> jurisdiction default, DST-aware). State is per debtor, so
+the engine runs on the partitions a consumer owns (actions are keyed by debtor). Reference events
+take effect at their own `occurred_at`; one that arrives after actions it concerns re-judges them
+(their alerts are `late`). Timers (absence rules) fire when the event-time watermark passes their
+deadline plus the allowed lateness, or `tick()` when the stream is idle.
+
+An alert's id is derived from rule id, rule version and the id of the event that triggered it,
+so a replay derives the same alert again; the engine never emits one id twice (`raised`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from consumers.local_time import resolve_zone, zone
+from consumers.reference_state import ReferenceState
+from consumers.rules.debtor_state import DebtorState, View, contact_key
+from consumers.rules.ruleset import Clause, Condition, Filter, Rule, Ruleset
+from consumers.rules.text_match import Lexicon, Match, collector_words
+from consumers.text_normalization import normalize
+
+_DEBT_AMOUNT = re.compile(
+    r"\d[\d,]*(?:\.\d+)?(?:元|块|rmb|cny|usd|gbp|美元|英镑)|[¥￥$£]\d|\d[\d,]*(?:\.\d+)? ?(?:dollars|pounds)")
+_DUE_DATE = re.compile(
+    r"\d{4}[-/.年]\d{1,2}[-/.月]\d{1,2}|\d{1,2}月\d{1,2}[日号]|\d{1,2}/\d{1,2}/\d{2,4}"
+    r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]* \d{1,2}")
+_NO_FILTER = Filter()
+_DISPATCH_FIELDS = ("action_type", "direction", "counterparty", "call_result")
+LATE_REFERENCE_HORIZON = timedelta(days=8)  # how far back a late reference event re-judges actions
+
+
+@dataclass(frozen=True)
+class Finding:
+    trigger: View | dict[str, Any]  # the event the alert is about
+    detail: str
+    evidence: tuple[str, ...] = ()  # other event ids that make the violation
+    facts: tuple[tuple[str, str], ...] = ()
+    late: bool = False
+    occurred_at: datetime | None = None  # default: the trigger's
+
+
+@dataclass(order=True)
+class _Timer:
+    deadline: datetime
+    seq: int
+    rule: Rule = field(compare=False)
+    clause: Clause = field(compare=False)
+    debtor_id: str = field(compare=False)
+    trigger: dict[str, Any] = field(compare=False)
+    match_value: str | None = field(compare=False, default=None)
+    satisfied: bool = field(compare=False, default=False)
+
+
+class RuleEngine:
+    def __init__(self, ruleset: Ruleset, lexicon: Lexicon, *, default_jurisdiction: str = "CN",
+                 allowed_lateness: timedelta = timedelta(hours=1), owns: Callable[[str], bool] = lambda d: True,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.ruleset = ruleset
+        self.lexicon = lexicon
+        self.default_jurisdiction = default_jurisdiction
+        self.allowed_lateness = allowed_lateness
+        self.owns = owns
+        self.clock = clock
+        self.references = ReferenceState()
+        self.debtors: dict[str, DebtorState] = {}
+        self.collector_roles: dict[str, str] = {}
+        self.raised: set[str] = set()
+        self.watermark: datetime | None = None
+        self._timers: list[_Timer] = []
+        self._open: dict[tuple[str, str, str | None], list[_Timer]] = {}
+        self._seq = itertools.count()
+        self._class_filters = ruleset.classes
+        self._retention = self._longest_window() + LATE_REFERENCE_HORIZON
+        self._allow = {r.id: self._allow_lexicon(r) for r in ruleset.rules}
+        self._since_sweep = 0
+        self._dispatch: dict[tuple[Any, ...], list[tuple[Rule, Clause]]] = {}
+        self._absence: dict[str, list[tuple[Rule, Clause]]] = {}
+
+    # -- public ------------------------------------------------------------------------------------
+
+    def on_action(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        debtor_id = record["debtor_id"]
+        state = self.debtors.setdefault(debtor_id, DebtorState())
+        event_id = str(record["event_id"])
+        if event_id in state.ids:
+            return []  # a redelivered event: already judged
+        view = self._view(record, state)
+        findings: list[tuple[Rule, Finding]] = []
+        exempt: set[str] = set()
+        for rule, clause in self._candidates(view):
+            if rule.exempt and (rule.id in exempt or self._exempt(rule, view)):
+                exempt.add(rule.id)
+                continue
+            for finding in self._evaluate(rule, clause, view, state):
+                findings.append((rule, finding))
+        self._track_absence(view, state)
+        view["_keep_until"] = view["_at"] + self._retention
+        view.pop("message_text", None)
+        state.add(view)
+        if state.latest is None or view["_at"] > state.latest:
+            state.latest = view["_at"]
+        alerts = self._alerts(findings)
+        alerts.extend(self._advance(view["_at"]))
+        self._sweep()
+        return alerts
+
+    def on_reference(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        self.references.apply(record)
+        kind = record["kind"]
+        if kind == "COLLECTOR_CERTIFICATION" and record.get("collector_id"):
+            role = (record.get("attributes") or {}).get("role")
+            if role:
+                self.collector_roles[record["collector_id"]] = role
+        findings: list[tuple[Rule, Finding]] = []
+        debtor_id = record.get("debtor_id")
+        if debtor_id and kind in ("CEASE_REQUEST", "CEASE_WITHDRAWN", "ATTORNEY_REPRESENTATION", "PAYMENT_PLAN",
+                                  "COMPLAINT_FILED", "COMPLAINT_RESOLVED"):
+            state = self.debtors.setdefault(debtor_id, DebtorState())
+            if any(str(r["event_id"]) == str(record["event_id"]) for r in state.references):
+                return []
+            state.add_reference(record)
+            if self.owns(debtor_id):
+                findings.extend(self._rejudge(state, record))
+                self._track_reference_absence(record, state)
+        return self._alerts(findings) + self._advance(record["occurred_at"])
+
+    def advance(self, moment: datetime) -> list[dict[str, Any]]:
+        """Event time has reached `moment` (fires the timers due)."""
+        return self._advance(moment)
+
+    def pending_triggers(self) -> set[tuple[str, str]]:
+        """(trigger event id, rule id) of the timers that have not fired yet."""
+        return {(str(t.trigger["event_id"]), t.rule.id) for t in self._timers if not t.satisfied}
+
+    def tick(self, now: datetime) -> list[dict[str, Any]]:
+        """The stream is idle: let wall-clock time stand in for event time."""
+        return self._advance(now - self.allowed_lateness)
+
+    # -- views -------------------------------------------------------------------------------------
+
+    def _view(self, record: dict[str, Any], state: DebtorState) -> View:
+        debtor_id = record["debtor_id"]
+        at: datetime = record["occurred_at"]
+        profile = self.references.profiles.get(debtor_id)
+        jurisdiction = (profile.jurisdiction if profile else None) or self.default_jurisdiction
+        zone_name, _ = resolve_zone(profile.timezone if profile else None, record.get("contact_address"),
+                                    profile.phone_region if profile else None, jurisdiction)
+        local = at.astimezone(zone(zone_name))
+        view = dict(record)
+        view.update(
+            event_id=str(record["event_id"]), _at=at, _local=local, _zone=zone_name, _classes={},
+            jurisdiction=jurisdiction, local_date=local.date(), local_weekday=local.isoweekday(),
+            contact_key=contact_key(record.get("contact_address")),
+            late=state.latest is not None and at < state.latest,
+            agency_licence=self.references.licence_status(record["agency_id"], at),
+            collector_certification=self.references.certification_status(record.get("collector_id"), at),
+        )
+        text = record.get("message_text") or ""
+        view["debt_amount_disclosed"] = record.get("amount_due_minor") is not None or (
+            bool(text) and _DEBT_AMOUNT.search(normalize(text)) is not None)
+        view["due_date_disclosed"] = record.get("due_date") is not None or (
+            bool(text) and _DUE_DATE.search(normalize(text)) is not None)
+        return view
+
+    def _candidates(self, view: View) -> list[tuple[Rule, Clause]]:
+        """The clauses whose filters the action's fixed fields do not already rule out (cached)."""
+        key = (*tuple(view.get(f) for f in _DISPATCH_FIELDS), view["jurisdiction"])
+        found = self._dispatch.get(key)
+        if found is None:
+            probe = dict(zip(_DISPATCH_FIELDS, key, strict=False))
+            found = [(rule, replace(clause, when=self._residual(clause.when)))
+                     for rule in self.ruleset.rules for clause in rule.clauses_for(str(key[-1]))
+                     if clause.kind != "absence" and self._may_match(clause.when, probe)]
+            self._dispatch[key] = found
+        return found
+
+    def _residual(self, f: Filter) -> Filter:
+        """What is left of a filter once its fixed-field parts have been checked by the dispatch."""
+        return Filter(tuple(i for i in f.include if i[0] not in _DISPATCH_FIELDS),
+                      tuple(e for e in f.exclude if e[0] not in _DISPATCH_FIELDS), f.present, f.absent,
+                      tuple(c for c in f.classes if self._residual(self._class_filters[c]) != Filter()))
+
+    def _may_match(self, f: Filter, probe: dict[str, Any]) -> bool:
+        for name, values in f.include:
+            if name in probe and probe[name] not in values:
+                return False
+        for name, values in f.exclude:
+            if name in probe and probe[name] in values:
+                return False
+        return all(self._may_match(self._class_filters[c], probe) for c in f.classes)
+
+    def _in_class(self, view: View, name: str) -> bool:
+        cache = view["_classes"]
+        if name not in cache:
+            cache[name] = _matches(self._class_filters[name], view, self._in_class)
+        return bool(cache[name])
+
+    def _exempt(self, rule: Rule, view: View) -> bool:
+        return any(_matches(f, view, self._in_class) for f in rule.exempt)
+
+    # -- clause kinds ------------------------------------------------------------------------------
+
+    def _evaluate(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
+        if clause.kind != "absence" and clause.when != _NO_FILTER and not _matches(clause.when, view, self._in_class):
+            return ()
+        if clause.kind == "predicate":
+            return self._predicate(clause, view)
+        if clause.kind == "lexicon":
+            return self._lexicon(rule, clause, view)
+        if clause.kind == "count":
+            return self._count(clause, view, state)
+        if clause.kind == "sequence":
+            return self._sequence(clause, view, state)
+        if clause.kind == "state":
+            return self._state(clause, view, state)
+        return ()  # absence: timers, see _track_absence
+
+    def _predicate(self, clause: Clause, view: View) -> Iterable[Finding]:
+        for condition in clause.any:
+            detail = self._condition(condition, view)
+            if detail:
+                return (Finding(view, detail),)
+        return ()
+
+    def _condition(self, c: Condition, view: View) -> str | None:
+        if c.kind == "local_time_between":
+            assert c.start is not None and c.end is not None
+            moment = view["_local"].time().replace(tzinfo=None)
+            if _inside(moment, c.start, c.end, c.include_start, c.include_end):
+                return f"local time {moment.isoformat(timespec='seconds')} ({view['_zone']}) is inside the " \
+                       f"forbidden window {c.start:%H:%M}-{c.end:%H:%M}"
+            return None
+        if c.kind == "mentions":
+            text = self.lexicon.normalize(view.get("message_text") or "")
+            mentioned = any(m.category == c.field for m in self.lexicon.find(text))
+            return None if mentioned == c.value else f"does not state the {c.field.replace('_', ' ')}"
+        value = _value(view, c.field)
+        if c.kind == "missing":
+            return f"no {c.field}" if value in (None, "") else None
+        if c.kind == "below":
+            return f"{c.field} is {value}, below {c.value}" if value is not None and value < c.value else None
+        if c.kind == "is_not":
+            return None if value == c.value else f"{c.field} is {_show(value)}"
+        if c.kind == "not_in":
+            return None if value in c.value else f"{c.field} is {_show(value)}"
+        raise ValueError(c.kind)
+
+    def _lexicon(self, rule: Rule, clause: Clause, view: View) -> Iterable[Finding]:
+        if clause.unless_collector_role and self.collector_roles.get(view.get("collector_id") or "") \
+                in clause.unless_collector_role:
+            return ()
+        if "_found" not in view:
+            words = collector_words(view.get("message_text"), view["direction"])
+            view["_text"] = self.lexicon.normalize(words) if words else ""
+            view["_found"] = self.lexicon.find(view["_text"])
+        text, found = view["_text"], view["_found"]
+        matches: list[Match] = []
+        if found:
+            allowed = [(m.position, m.position + len(self.lexicon.normalize(m.phrase))) for m in
+                       self._allow[rule.id].find(text)] if rule.allow_phrases else []
+            matches = [m for m in found if m.category in clause.categories and not any(
+                s <= m.position < e for s, e in allowed)]
+        if matches:
+            first = matches[0]
+            facts = (("matched", first.phrase), ("category", first.category), ("position", str(first.position)),
+                     ("matches", "; ".join(m.describe() for m in matches[:10])))
+            return (Finding(view, f"said '{first.phrase}' ({first.category}, position {first.position})",
+                            facts=facts),)
+        if clause.or_debt_fields and (view.get("amount_due_minor") is not None or view.get("due_date") is not None):
+            return (Finding(view, "the message states the amount due or the due date"),)
+        return ()
+
+    def _count(self, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
+        if not self._in_class(view, clause.events):
+            return ()
+        key = tuple(_value(view, f) for f in clause.per)
+        if None in key:
+            return ()
+        day, span = view["local_date"], clause.window_local_days
+        first_day = day - timedelta(days=span - 1)
+        last_day = day + timedelta(days=span - 1)
+        same = [h for h in state.history if first_day <= h["local_date"] <= last_day
+                and self._in_class(h, clause.events) and tuple(_value(h, f) for f in clause.per) == key]
+        same.append(view)
+        for offset in range(span):
+            start = first_day + timedelta(days=offset)
+            end = start + timedelta(days=span - 1)
+            window = sorted((h for h in same if start <= h["local_date"] <= end), key=lambda h: h["_at"])
+            if len(window) > clause.max:
+                where = f"on {start}" if span == 1 else f"from {start} to {end}"
+                return (Finding(view, f"{len(window)} {clause.events.replace('_', ' ')}s {where} "
+                                      f"(limit {clause.max})",
+                                evidence=tuple(h["event_id"] for h in window if h is not view)),)
+        return ()
+
+    def _sequence(self, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
+        key = tuple(_value(view, f) for f in clause.per)
+        found: list[Finding] = []
+        if self._in_class(view, clause.then):
+            earlier = [h for h in state.history if h["_at"] < view["_at"] and self._in_class(h, clause.after)
+                       and tuple(_value(h, f) for f in clause.per) == key and self._within(clause, h, view)]
+            if earlier:
+                first = earlier[-1]
+                found.append(Finding(view, f"{clause.after.replace('_', ' ')} at "
+                                           f"{first['_local'].isoformat(timespec='seconds')} came "
+                                           f"{_gap(clause, first, view)} before",
+                                     evidence=(first["event_id"],)))
+        if self._in_class(view, clause.after):  # a late 'after' event: later actions it makes violations
+            for h in state.history:
+                if h["_at"] > view["_at"] and self._in_class(h, clause.then) \
+                        and tuple(_value(h, f) for f in clause.per) == key and self._within(clause, view, h):
+                    found.append(Finding(h, f"{clause.after.replace('_', ' ')} at "
+                                            f"{view['_local'].isoformat(timespec='seconds')} (reported late) came "
+                                            f"{_gap(clause, view, h)} before", evidence=(view["event_id"],),
+                                         late=True))
+        return found
+
+    @staticmethod
+    def _within(clause: Clause, first: View, then: View) -> bool:
+        if clause.within_hours:
+            return bool(then["_at"] - first["_at"] <= timedelta(hours=clause.within_hours))
+        return bool((then["local_date"] - first["local_date"]).days <= clause.within_local_days - 1)
+
+    def _state(self, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
+        if not self._in_class(view, clause.then):
+            return ()
+        blocker = state.blocker(clause.blocked_by, view)
+        if blocker is None:
+            return ()
+        received = blocker["occurred_at"].astimezone(view["_local"].tzinfo).isoformat(timespec="seconds")
+        return (Finding(view, f"{blocker['kind'].lower().replace('_', ' ')} received {received}",
+                        evidence=(str(blocker["event_id"]),), facts=(("blocked_by", clause.blocked_by),)),)
+
+    def _rejudge(self, state: DebtorState, record: dict[str, Any]) -> list[tuple[Rule, Finding]]:
+        """A reference event arrived: judge again the actions at or after its occurred_at."""
+        findings: list[tuple[Rule, Finding]] = []
+        for view in state.history:
+            if view["_at"] < record["occurred_at"]:
+                continue
+            for rule in self.ruleset.rules:
+                if self._exempt(rule, view):
+                    continue
+                for clause in rule.clauses_for(view["jurisdiction"]):
+                    if clause.kind == "state" and _matches(clause.when, view, self._in_class):
+                        findings.extend((rule, Finding(f.trigger, f.detail, f.evidence, f.facts, late=True))
+                                        for f in self._state(clause, view, state))
+        return findings
+
+    # -- absence timers ----------------------------------------------------------------------------
+
+    def _track_absence(self, view: View, state: DebtorState) -> None:
+        if not self.owns(view["debtor_id"]):
+            return
+        for rule, clause in self._absence_clauses(view["jurisdiction"]):
+            satisfies = not clause.satisfied_by.startswith("reference:") and self._in_class(
+                view, clause.satisfied_by)
+            if satisfies:
+                for timer in self._open.get((view["debtor_id"], rule.id, None), []):
+                    if timer.trigger["occurred_at"] <= view["_at"] <= timer.deadline:
+                        timer.satisfied = True
+            if not clause.start.startswith("reference:") and self._in_class(view, clause.start):
+                if clause.first_only:
+                    if rule.id in state.first_started:
+                        continue
+                    state.first_started.add(rule.id)
+                deadline = self._deadline(clause, view["_at"], view["_zone"], False)
+                self._schedule(rule, clause, view["debtor_id"], view, deadline, None, satisfies)
+
+    def _absence_clauses(self, jurisdiction: str) -> list[tuple[Rule, Clause]]:
+        found = self._absence.get(jurisdiction)
+        if found is None:
+            found = [(r, c) for r in self.ruleset.rules for c in r.clauses_for(jurisdiction) if c.kind == "absence"]
+            self._absence[jurisdiction] = found
+        return found
+
+    def _track_reference_absence(self, record: dict[str, Any], state: DebtorState) -> None:
+        debtor_id = record["debtor_id"]
+        profile = self.references.profiles.get(debtor_id)
+        jurisdiction = (profile.jurisdiction if profile else None) or self.default_jurisdiction
+        zone_name, _ = resolve_zone(profile.timezone if profile else None, None,
+                                    profile.phone_region if profile else None, jurisdiction)
+        for rule in self.ruleset.rules:
+            for clause in rule.clauses_for(jurisdiction):
+                if clause.kind != "absence":
+                    continue
+                match_value = str(record.get(clause.match)) if clause.match else None
+                if clause.satisfied_by == f"reference:{record['kind']}":
+                    for timer in self._open.get((debtor_id, rule.id, match_value), []):
+                        if record["occurred_at"] < timer.deadline:
+                            timer.satisfied = True
+                if clause.start == f"reference:{record['kind']}":
+                    deadline = self._deadline(clause, record["occurred_at"], zone_name, bool(record.get("complex")))
+                    trigger = dict(record, event_id=str(record["event_id"]), jurisdiction=jurisdiction,
+                                   _local=record["occurred_at"].astimezone(zone(zone_name)))
+                    self._schedule(rule, clause, debtor_id, trigger, deadline, match_value, False)
+
+    def _deadline(self, clause: Clause, start: datetime, zone_name: str, complex_case: bool) -> datetime:
+        if clause.within_hours:
+            return start + timedelta(hours=clause.within_hours)
+        days = clause.complex_deadline_local_days if complex_case and clause.complex_deadline_local_days \
+            else clause.deadline_local_days
+        local_day: date = start.astimezone(zone(zone_name)).date() + timedelta(days=days)
+        return datetime.combine(local_day, time(0), tzinfo=zone(zone_name)).astimezone(UTC)
+
+    def _schedule(self, rule: Rule, clause: Clause, debtor_id: str, trigger: dict[str, Any], deadline: datetime,
+                  match_value: str | None, satisfied: bool) -> None:
+        timer = _Timer(deadline, next(self._seq), rule, clause, debtor_id, trigger, match_value, satisfied)
+        heapq.heappush(self._timers, timer)
+        self._open.setdefault((debtor_id, rule.id, match_value), []).append(timer)
+
+    def _advance(self, moment: datetime) -> list[dict[str, Any]]:
+        if self.watermark is None or moment > self.watermark:
+            self.watermark = moment
+        findings: list[tuple[Rule, Finding]] = []
+        while self._timers and self._timers[0].deadline + self.allowed_lateness <= self.watermark:
+            timer = heapq.heappop(self._timers)
+            waiting = self._open.get((timer.debtor_id, timer.rule.id, timer.match_value), [])
+            if timer in waiting:
+                waiting.remove(timer)
+                if not waiting:
+                    self._open.pop((timer.debtor_id, timer.rule.id, timer.match_value), None)
+            if timer.satisfied:
+                continue
+            local_deadline = timer.deadline.astimezone(timer.trigger["_local"].tzinfo)
+            what = timer.clause.satisfied_by.removeprefix("reference:").lower().replace("_", " ")
+            findings.append((timer.rule, Finding(
+                timer.trigger, f"no {what} by {local_deadline.isoformat(timespec='seconds')}",
+                occurred_at=timer.deadline)))
+        return self._alerts(findings)
+
+    # -- alerts ------------------------------------------------------------------------------------
+
+    def _alerts(self, findings: list[tuple[Rule, Finding]]) -> list[dict[str, Any]]:
+        alerts = []
+        for rule, finding in findings:
+            trigger = finding.trigger
+            alert_id = alert_id_for(rule.id, rule.version, trigger["event_id"])
+            if alert_id in self.raised:
+                continue
+            self.raised.add(alert_id)
+            late = finding.late or bool(trigger.get("late"))
+            local = trigger.get("_local")
+            evidence = {"detail": finding.detail, **dict(finding.facts)}
+            if local is not None:
+                evidence["local_time"] = local.isoformat(timespec="seconds")
+            fields = {k: v for k, v in trigger.items() if not k.startswith("_")}
+            fields.update(detail=finding.detail, local_time=evidence.get("local_time", "?"))
+            alerts.append({
+                "alert_id": alert_id, "rule_id": rule.id, "rule_version": rule.version, "severity": rule.severity,
+                "jurisdiction": trigger.get("jurisdiction") or self.default_jurisdiction,
+                "debtor_id": trigger.get("debtor_id") or "", "agency_id": trigger.get("agency_id"),
+                "collector_id": trigger.get("collector_id"),
+                "event_ids": [trigger["event_id"], *finding.evidence], "summary": _format(rule.summary, fields),
+                "citation": rule.citation, "late": late,
+                "occurred_at": finding.occurred_at or trigger["occurred_at"], "detected_at": self.clock(),
+                "evidence": evidence,
+            })
+        return alerts
+
+    # -- housekeeping ------------------------------------------------------------------------------
+
+    def _longest_window(self) -> timedelta:
+        longest = timedelta(days=1)
+        for rule in self.ruleset.rules:
+            for clauses in rule.profiles.values():
+                for c in clauses:
+                    longest = max(longest, timedelta(days=c.window_local_days + 1), timedelta(hours=c.within_hours),
+                                  timedelta(days=c.within_local_days + 1))
+        return longest
+
+    def _allow_lexicon(self, rule: Rule) -> Lexicon:
+        return Lexicon((("allow", p) for p in rule.allow_phrases), self.lexicon.normalize)
+
+    def _sweep(self) -> None:
+        self._since_sweep += 1
+        if self._since_sweep < 20_000 or self.watermark is None:
+            return
+        self._since_sweep = 0
+        for debtor_id in list(self.debtors):
+            state = self.debtors[debtor_id]
+            state.prune(self.watermark)
+            if not state.history and not state.references and not state.first_started:
+                del self.debtors[debtor_id]
+
+
+def alert_id_for(rule_id: str, version: int, trigger_event_id: str) -> str:
+    return hashlib.sha256(f"{rule_id}|{version}|{trigger_event_id}".encode()).hexdigest()[:32]
+
+
+def _value(view: View, name: str) -> Any:
+    value = view.get(name, _ABSENT)
+    if value is _ABSENT:
+        return (view.get("attributes") or {}).get(name[11:]) if name.startswith("attributes.") else None
+    return value
+
+
+_ABSENT = object()
+
+
+def _matches(f: Filter, view: View, in_class: Callable[[View, str], bool]) -> bool:
+    for name in f.classes:
+        if not in_class(view, name):
+            return False
+    for name, values in f.include:
+        if _value(view, name) not in values:
+            return False
+    for name, values in f.exclude:
+        if _value(view, name) in values:
+            return False
+    return all(_value(view, name) not in (None, "") for name in f.present) and all(
+        _value(view, name) in (None, "") for name in f.absent)
+
+
+def _inside(moment: time, start: time, end: time, include_start: bool, include_end: bool) -> bool:
+    after_start = moment > start or (include_start and moment == start)
+    before_end = moment < end or (include_end and moment == end)
+    return (after_start or before_end) if start > end else (after_start and before_end)
+
+
+def _gap(clause: Clause, first: View, then: View) -> str:
+    if clause.within_hours:
+        hours = (then["_at"] - first["_at"]).total_seconds() / 3600
+        return f"{hours:.1f} h (limit {clause.within_hours:g} h)"
+    day = (then["local_date"] - first["local_date"]).days + 1
+    return f"on day {day} (limit day {clause.within_local_days})"
+
+
+def _show(value: Any) -> str:
+    return "missing" if value is None else str(value)
+
+
+class _Blank(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _format(template: str, fields: dict[str, Any]) -> str:
+    try:
+        return template.format_map(_Blank({k: ("-" if v is None else v) for k, v in fields.items()}))
+    except (ValueError, IndexError):
+        return template

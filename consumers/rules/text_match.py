@@ -1,0 +1,148 @@
+"""Content matching: normalise text, keep only the collector's words, find lexicon phrases.
+
+Normalisation (the same for texts and for lexicon entries): NFKC (full-width -> half-width),
+OpenCC Traditional -> Simplified, case folding; punctuation and spacing removed, except one space
+between two ASCII words so English phrases keep their word boundaries; spelled-out letters
+("c n m", "s.b") joined; abbreviations and homophones (cnm, 草泥马, ...) replaced by their canonical
+form from `lexicons/expansions.txt`. One Aho-Corasick automaton holds every phrase of every
+category; ASCII phrases count only on word boundaries.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import ahocorasick
+
+from consumers.text_normalization import normalize
+
+LEXICON_DIR = Path(__file__).parent / "lexicons"
+
+_SEPARATORS = re.compile(r"[\W_]+")
+_SPELLED = re.compile(r"(?<![a-z0-9])(?:[a-z] ){1,}[a-z](?![a-z0-9])")
+_SPACE_NEXT_TO_WIDE = re.compile(r" (?=[^\x00-\x7f])|(?<=[^\x00-\x7f]) ")
+_WORD_CHAR = re.compile(r"[a-z0-9]")
+
+# Speaker labels at the start of a transcript line.
+_COLLECTOR_LINE = re.compile(r"^\s*(催收员|坐席|客服|我方|collector|agent|caller)\s*[:：]\s*(.*)$", re.I)
+_OTHER_LINE = re.compile(r"^\s*(客户|债务人|借款人|对方|debtor|customer|borrower|consumer)\s*[:：]\s*(.*)$", re.I)
+
+
+@dataclass(frozen=True)
+class Match:
+    category: str
+    phrase: str  # the lexicon entry as written
+    position: int  # character offset in the normalised text
+
+    def describe(self) -> str:
+        return f"{self.category} '{self.phrase}' at {self.position}"
+
+
+def load_expansions(path: Path = LEXICON_DIR / "expansions.txt") -> dict[str, str]:
+    expansions = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        variant, sep, canonical = line.partition("=")
+        if not sep or not variant.strip() or not canonical.strip():
+            raise ValueError(f"{path}:{number}: expected 'variant = canonical'")
+        expansions[_basic(variant.strip())] = _basic(canonical.strip())
+    return expansions
+
+
+def _basic(text: str) -> str:
+    text = _SEPARATORS.sub(" ", normalize(text))
+    text = _SPELLED.sub(lambda m: m.group(0).replace(" ", ""), text)
+    return _SPACE_NEXT_TO_WIDE.sub("", text).strip()
+
+
+class Normalizer:
+    def __init__(self, expansions: dict[str, str]) -> None:
+        ascii_variants = sorted((v for v in expansions if v.isascii()), key=len, reverse=True)
+        wide_variants = sorted((v for v in expansions if not v.isascii()), key=len, reverse=True)
+        self._expansions = expansions
+        self._ascii = re.compile(r"(?<![a-z0-9])(" + "|".join(map(re.escape, ascii_variants)) + r")(?![a-z0-9])") \
+            if ascii_variants else None
+        self._wide = re.compile("|".join(map(re.escape, wide_variants))) if wide_variants else None
+        self._cached = lru_cache(maxsize=50_000)(self._normalize)
+
+    def __call__(self, text: str) -> str:
+        return self._cached(text)
+
+    def _normalize(self, text: str) -> str:
+        text = _basic(text)
+        if self._ascii is not None:
+            text = self._ascii.sub(lambda m: self._expansions[m.group(1)], text)
+        if self._wide is not None:
+            text = self._wide.sub(lambda m: self._expansions[m.group(0)], text)
+        return _SPACE_NEXT_TO_WIDE.sub("", text)
+
+
+def collector_words(text: str | None, direction: str) -> str:
+    """The collector's side of a message or transcript. Lines labelled with a speaker count only
+    when the speaker is the collector; an unlabelled text is the collector's when the collector sent
+    it (OUTBOUND) and the debtor's otherwise (a debtor quoting an insult is not a violation)."""
+    if not text:
+        return ""
+    lines = text.splitlines()
+    labelled = [(_COLLECTOR_LINE.match(line), _OTHER_LINE.match(line)) for line in lines]
+    if any(c or o for c, o in labelled):
+        return "\n".join(c.group(2) for c, _ in labelled if c)
+    return text if direction == "OUTBOUND" else ""
+
+
+class Lexicon:
+    """Every phrase of every category in one automaton."""
+
+    def __init__(self, phrases: Iterable[tuple[str, str]], normalizer: Normalizer) -> None:
+        self.normalize = normalizer
+        self.categories: set[str] = set()
+        self._automaton = ahocorasick.Automaton()
+        entries: dict[str, list[tuple[str, str, bool]]] = {}
+        for category, phrase in phrases:
+            key = normalizer(phrase)
+            if not key:
+                continue
+            self.categories.add(category)
+            entries.setdefault(key, []).append((category, phrase, key.isascii()))
+        for key, values in entries.items():
+            self._automaton.add_word(key, (len(key), values))
+        if entries:
+            self._automaton.make_automaton()
+        self._empty = not entries
+
+    @classmethod
+    def from_directory(cls, directory: Path = LEXICON_DIR) -> Lexicon:
+        """`<category>.<language>.txt` files: one phrase per line, `#` starts a comment."""
+        phrases = []
+        for path in sorted(directory.glob("*.*.txt")):
+            category = path.name.split(".", 1)[0]
+            for line in path.read_text(encoding="utf-8").splitlines():
+                phrase = line.split("#", 1)[0].strip()
+                if phrase:
+                    phrases.append((category, phrase))
+        return cls(phrases, Normalizer(load_expansions(directory / "expansions.txt")))
+
+    def find(self, text: str) -> list[Match]:
+        """Matches in a normalised text, in order of position."""
+        if self._empty or not text:
+            return []
+        found = []
+        for end, (length, values) in self._automaton.iter(text):
+            start = end - length + 1
+            for category, phrase, ascii_only in values:
+                if ascii_only and not _on_word_boundaries(text, start, end):
+                    continue
+                found.append(Match(category, phrase, start))
+        return found
+
+
+def _on_word_boundaries(text: str, start: int, end: int) -> bool:
+    before = text[start - 1] if start > 0 else " "
+    after = text[end + 1] if end + 1 < len(text) else " "
+    return not _WORD_CHAR.match(before) and not _WORD_CHAR.match(after)

@@ -9,9 +9,10 @@ import logging
 import time
 
 from clickhouse_connect.driver.client import Client
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 
 from consumers.reference_state import ReferenceState
+from consumers.topic_reader import from_beginning
 from schemas import TOPIC_REFERENCE, value_subject
 from schemas.codec import AvroCodec, DecodeError
 
@@ -35,11 +36,8 @@ class ReferenceTail:
     def __init__(self, client_config: dict[str, object], codec: AvroCodec, state: ReferenceState) -> None:
         self.codec = codec
         self.state = state
-        self.consumer = KafkaConsumer(**client_config, enable_auto_commit=False, client_id="collection-audit-tail")
-        partitions = [TopicPartition(TOPIC_REFERENCE, p)
-                      for p in sorted(self.consumer.partitions_for_topic(TOPIC_REFERENCE) or [])]
-        self.consumer.assign(partitions)
-        self.consumer.seek_to_beginning(*partitions)
+        self.consumer = from_beginning(KafkaConsumer(**client_config, enable_auto_commit=False,
+                                                     client_id="collection-audit-tail"), TOPIC_REFERENCE)
 
     def catch_up(self, max_s: float = 2.0) -> int:
         """Apply what the topic holds beyond what was read; returns the number of records read."""

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.partitioner.default import murmur2
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -32,6 +32,7 @@ from consumers.consumer_loop import ConsumerLoop
 from consumers.rules.engine import RuleEngine
 from consumers.rules.ruleset import load_ruleset
 from consumers.rules.text_match import Lexicon
+from consumers.topic_reader import from_beginning, read_to_end
 from deploy.settings import Settings
 from schemas import TOPIC_ACTIONS, TOPIC_ALERTS, TOPIC_REFERENCE, value_subject
 from schemas.codec import AvroCodec, DecodeError
@@ -59,22 +60,6 @@ class RuleMetrics:
                          ["partition"], registry=registry)
 
 
-def read_to_end(consumer: KafkaConsumer, handle: Callable[[ConsumerRecord], None], quiet_polls: int = 3) -> int:
-    """Read an assigned consumer until several polls in a row return nothing; returns records read."""
-    read, quiet = 0, 0
-    while quiet < quiet_polls:
-        batches = consumer.poll(timeout_ms=200, max_records=10_000)
-        if not batches:
-            quiet += 1
-            continue
-        quiet = 0
-        for records in batches.values():
-            for record in records:
-                handle(record)
-                read += 1
-    return read
-
-
 class RuleProcessor:
     def __init__(self, engine: RuleEngine, codec: AvroCodec, producer: KafkaProducer, delivery: AlertDelivery,
                  metrics: RuleMetrics) -> None:
@@ -88,16 +73,12 @@ class RuleProcessor:
         self.last_record_at = time.monotonic()
 
     def add(self, record: ConsumerRecord) -> None:
+        """An action from the group's partitions (references come through add_reference)."""
         self.records += 1
         self.last_record_at = time.monotonic()
         decoded = self._decode(record)
-        if decoded is None:
-            return
-        if record.topic == TOPIC_ACTIONS:
-            produced = decoded.get("produced_at")
-            self.alerts.extend((a, produced) for a in self.engine.on_action(decoded))
-        else:
-            self.alerts.extend((a, None) for a in self.engine.on_reference(decoded))
+        if decoded is not None:
+            self.alerts.extend((a, decoded["produced_at"]) for a in self.engine.on_action(decoded))
 
     def add_reference(self, record: ConsumerRecord) -> None:
         self.last_record_at = time.monotonic()
@@ -163,15 +144,13 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
     """The rule role until `should_stop()`: learn emitted alerts, load references, replay, judge."""
     kafka = settings.kafka_client_config()
     codec = AvroCodec(registry_for(settings.schema_registry_url))
-    assigned: set[int] = set()
-    partitions_total = [0]
-
-    def owns(debtor_id: str) -> bool:
-        if not partitions_total[0]:
-            return True
-        return (murmur2(debtor_id.encode()) & 0x7FFFFFFF) % partitions_total[0] in assigned
-
-    engine = build_engine(settings, owns)
+    consumer = KafkaConsumer(**kafka, group_id=GROUP, client_id="collection-audit-rules", enable_auto_commit=False,
+                             auto_offset_reset="earliest", max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+                             session_timeout_ms=min(10_000, settings.kafka_max_poll_interval_ms),
+                             heartbeat_interval_ms=min(3_000, settings.kafka_max_poll_interval_ms // 3),
+                             max_partition_fetch_bytes=8 << 20)
+    replay = _Replay(consumer, len(consumer.partitions_for_topic(TOPIC_ACTIONS) or []))
+    engine = build_engine(settings, replay.owns)
     metrics = RuleMetrics(registry)
     emitted = _emitted_alert_ids(kafka, codec)
     engine.raised.update(emitted)
@@ -180,20 +159,10 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
     delivery = AlertDelivery(settings.alertmanager_url, [u for u in settings.alert_webhook_urls.split(",") if u],
                              registry, resend_s=settings.alert_resend_s)
     processor = RuleProcessor(engine, codec, producer, delivery, metrics)
-    references = KafkaConsumer(**kafka, enable_auto_commit=False, client_id="collection-audit-rules-reference",
-                               max_partition_fetch_bytes=8 << 20)
-    reference_partitions = [TopicPartition(TOPIC_REFERENCE, p)
-                            for p in sorted(references.partitions_for_topic(TOPIC_REFERENCE) or [])]
-    references.assign(reference_partitions)
-    references.seek_to_beginning(*reference_partitions)
+    references = from_beginning(KafkaConsumer(**kafka, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20,
+                                              client_id="collection-audit-rules-reference"), TOPIC_REFERENCE)
     loaded = read_to_end(references, processor.add_reference)
     log.info("rules: %d alert ids already emitted, %d reference events loaded", len(emitted), loaded)
-    consumer = KafkaConsumer(**kafka, group_id=GROUP, client_id="collection-audit-rules", enable_auto_commit=False,
-                             auto_offset_reset="earliest", max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
-                             session_timeout_ms=min(10_000, settings.kafka_max_poll_interval_ms),
-                             heartbeat_interval_ms=min(3_000, settings.kafka_max_poll_interval_ms // 3),
-                             max_partition_fetch_bytes=8 << 20)
-    partitions_total[0] = len(consumer.partitions_for_topic(TOPIC_ACTIONS) or [])
     loop = ConsumerLoop(consumer, processor, max_batch=2_000, max_wait_s=0.05,
                         infrastructure_errors=(AlertsNotAcknowledged, OSError))
 
@@ -206,7 +175,8 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
             metrics.lag.labels(str(tp.partition)).set(lag)
 
     loop.on_poll = on_poll
-    consumer.subscribe([TOPIC_ACTIONS], listener=_Replay(loop, consumer, assigned))
+    replay.loop = loop
+    consumer.subscribe([TOPIC_ACTIONS], listener=replay)
     on_ready()
     try:
         loop.run(should_stop)
@@ -218,29 +188,36 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
 
 
 class _Replay(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Newly assigned partitions are replayed from their beginning to rebuild per-debtor state."""
+    """Newly assigned partitions are replayed from their beginning to rebuild per-debtor state; the
+    debtors of the assigned partitions are the ones whose timers and late re-judging this instance owns."""
 
-    def __init__(self, loop: ConsumerLoop, consumer: KafkaConsumer, assigned: set[int]) -> None:
-        self.loop, self.consumer, self.assigned = loop, consumer, assigned
+    def __init__(self, consumer: KafkaConsumer, partitions: int) -> None:
+        self.consumer, self.partitions = consumer, partitions
+        self.assigned: set[int] = set()
+        self.loop: ConsumerLoop | None = None
+
+    def owns(self, debtor_id: str) -> bool:
+        if not self.partitions:
+            return True
+        return (murmur2(debtor_id.encode()) & 0x7FFFFFFF) % self.partitions in self.assigned
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self.loop.on_partitions_revoked(list(revoked))
+        if self.loop is not None:
+            self.loop.on_partitions_revoked(list(revoked))
         self.assigned.difference_update(tp.partition for tp in revoked)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         fresh = [tp for tp in assigned if tp.partition not in self.assigned]
         self.assigned.update(tp.partition for tp in assigned)
-        self.loop.on_partitions_assigned(list(assigned))
+        if self.loop is not None:
+            self.loop.on_partitions_assigned(list(assigned))
         if fresh:
             self.consumer.seek_to_beginning(*fresh)
 
 
 def _emitted_alert_ids(kafka: dict[str, Any], codec: AvroCodec) -> set[str]:
-    consumer = KafkaConsumer(**kafka, enable_auto_commit=False, client_id="collection-audit-rules-emitted",
-                             max_partition_fetch_bytes=8 << 20)
-    partitions = [TopicPartition(TOPIC_ALERTS, p) for p in sorted(consumer.partitions_for_topic(TOPIC_ALERTS) or [])]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
+    consumer = from_beginning(KafkaConsumer(**kafka, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20,
+                                            client_id="collection-audit-rules-emitted"), TOPIC_ALERTS)
     ids: set[str] = set()
 
     def remember(record: ConsumerRecord) -> None:

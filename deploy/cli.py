@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from deploy.live_view import LiveCounts, counts_table
+from deploy.rules_cli import alerts, rules_app
 from deploy.settings import Settings, SettingsError, load_settings
 from deploy.supervisor import EmbeddedStack
 from producers.jsonl_import import ImportReport, validated_lines
@@ -31,6 +32,8 @@ schemas_app = typer.Typer(no_args_is_help=True, help="The Avro contract: list, s
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics as data (deploy/kafka/topics.toml).")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(topics_app, name="topics")
+app.add_typer(rules_app, name="rules")
+app.command()(alerts)
 err = Console(stderr=True)
 out = Console()
 
@@ -404,13 +407,3 @@ def topics_apply(bootstrap: Bootstrap = None,
 
 if __name__ == "__main__":
     app()
-
-
-def _register_rules_commands() -> None:
-    from deploy.rules_cli import alerts, rules_app
-
-    app.add_typer(rules_app, name="rules")
-    app.command()(alerts)
-
-
-_register_rules_commands()

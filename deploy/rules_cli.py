@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import time
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -59,9 +58,8 @@ def rules_list() -> None:
     ruleset, _ = _load()
     table = Table("rule", "v", "severity", "CN", "US", "UK", "cites")
     for rule in ruleset.rules:
-        def kinds(j: str, rule: Any = rule) -> str:
-            return ", ".join(c.kind for c in rule.clauses_for(j)) or "off"
-        table.add_row(rule.id, str(rule.version), rule.severity, kinds("CN"), kinds("US"), kinds("UK"), rule.citation)
+        kinds = [", ".join(c.kind for c in rule.clauses_for(j)) or "off" for j in ("CN", "US", "UK")]
+        table.add_row(rule.id, str(rule.version), rule.severity, *kinds, rule.citation)
     out.print(table)
 
 
@@ -124,8 +122,10 @@ def alerts(follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep str
            = None,
            last: Annotated[int, typer.Option(help="Show at most this many past alerts first")] = 20) -> None:
     """Alerts from collection.alerts, coloured by severity; --follow keeps streaming."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer
+    from kafka.consumer.fetcher import ConsumerRecord
 
+    from consumers.topic_reader import from_beginning, read_to_end
     from deploy.cli import quiet_kafka_logs, settings_from
     from schemas import TOPIC_ALERTS, value_subject
     from schemas.codec import AvroCodec, DecodeError
@@ -134,35 +134,27 @@ def alerts(follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep str
     quiet_kafka_logs()
     settings = settings_from(bootstrap)
     codec = AvroCodec(registry_for(settings.schema_registry_url))
-    consumer = KafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False)
-    partitions = [TopicPartition(TOPIC_ALERTS, p) for p in sorted(consumer.partitions_for_topic(TOPIC_ALERTS) or [])]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
+    consumer = from_beginning(KafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False), TOPIC_ALERTS)
     backlog: list[dict[str, Any]] = []
-    quiet = 0
-    while quiet < 3:  # the past first
-        batches = consumer.poll(timeout_ms=200, max_records=10_000)
-        quiet = 0 if batches else quiet + 1
-        for record in itertools.chain.from_iterable(batches.values()):
-            try:
-                backlog.append(codec.decode(value_subject(TOPIC_ALERTS), record.value).record)
-            except DecodeError:
-                continue
+
+    def decode(record: ConsumerRecord) -> None:
+        with contextlib.suppress(DecodeError):
+            backlog.append(codec.decode(value_subject(TOPIC_ALERTS), record.value).record)
+
+    read_to_end(consumer, decode)  # the past first, newest last
     backlog.sort(key=lambda a: a["detected_at"])
     for alert in backlog[-last:]:
         _print_alert(alert)
-    seen = Counter(a["alert_id"] for a in backlog)
+    seen = {a["alert_id"] for a in backlog}  # a re-emitted alert (same id) is shown once
     try:
         while follow:
+            backlog.clear()
             for record in itertools.chain.from_iterable(consumer.poll(timeout_ms=500).values()):
-                try:
-                    alert = codec.decode(value_subject(TOPIC_ALERTS), record.value).record
-                except DecodeError:
-                    continue
-                if not seen[alert["alert_id"]]:
+                decode(record)
+            for alert in backlog:
+                if alert["alert_id"] not in seen:
+                    seen.add(alert["alert_id"])
                     _print_alert(alert)
-                seen[alert["alert_id"]] += 1
-            time.sleep(0.05)
     except KeyboardInterrupt:
         pass
     finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -41,10 +42,8 @@ class EmbeddedStack:
     producer: AuditProducer | None = None
     http: HttpServer | None = None
     store_thread: threading.Thread | None = None
-    store_error: BaseException | None = None
     with_store: bool = False
     rules_thread: threading.Thread | None = None
-    rules_error: BaseException | None = None
     _store_stop: threading.Event = field(default_factory=threading.Event)
     _rules_stop: threading.Event = field(default_factory=threading.Event)
 
@@ -74,29 +73,14 @@ class EmbeddedStack:
 
     def _start_store(self) -> None:
         client = connect(self.settings.clickhouse)
-
-        def run() -> None:
-            try:
-                run_store(self.settings, self.metrics, self._store_stop.is_set, client)
-            except BaseException as exc:  # surfaced by health() and stop()
-                log.exception("the store consumer stopped")
-                self.store_error = exc
-
-        self.store_thread = threading.Thread(target=run, name="store", daemon=True)
-        self.store_thread.start()
+        self.store_thread = _role_thread(
+            "store", lambda: run_store(self.settings, self.metrics, self._store_stop.is_set, client))
 
     def _start_rules(self) -> None:
         from consumers.rule_consumer import run_rules
 
-        def run() -> None:
-            try:
-                run_rules(self.settings, self.metrics, self._rules_stop.is_set)
-            except BaseException as exc:  # surfaced by health() and stop()
-                log.exception("the rule consumer stopped")
-                self.rules_error = exc
-
-        self.rules_thread = threading.Thread(target=run, name="rules", daemon=True)
-        self.rules_thread.start()
+        self.rules_thread = _role_thread(
+            "rules", lambda: run_rules(self.settings, self.metrics, self._rules_stop.is_set))
 
     def alerts_raised(self) -> float:
         return sum(sample.value for metric in self.metrics.collect()
@@ -147,3 +131,16 @@ class EmbeddedStack:
         if self.broker is not None:
             self.broker.stop()
             self.broker = None
+
+
+def _role_thread(name: str, role: Callable[[], object]) -> threading.Thread:
+    """Run a consumer role on a daemon thread; if it dies, the log says why and health() shows it."""
+    def run() -> None:
+        try:
+            role()
+        except BaseException:
+            log.exception("the %s consumer stopped", name)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread

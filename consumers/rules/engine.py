@@ -81,7 +81,8 @@ class RuleEngine:
         self._seq = itertools.count()
         self._class_filters = ruleset.classes
         self._retention = self._longest_window() + LATE_REFERENCE_HORIZON
-        self._allow = {r.id: self._allow_lexicon(r) for r in ruleset.rules}
+        self._allow = {r.id: Lexicon((("allow", p) for p in r.allow_phrases), lexicon.normalize)
+                       for r in ruleset.rules if r.allow_phrases}
         self._since_sweep = 0
         self._dispatch: dict[tuple[Any, ...], list[tuple[Rule, Clause]]] = {}
         self._absence: dict[str, list[tuple[Rule, Clause]]] = {}
@@ -165,11 +166,13 @@ class RuleEngine:
             agency_licence=self.references.licence_status(record["agency_id"], at),
             collector_certification=self.references.certification_status(record.get("collector_id"), at),
         )
-        text = record.get("message_text") or ""
-        view["debt_amount_disclosed"] = record.get("amount_due_minor") is not None or (
-            bool(text) and _DEBT_AMOUNT.search(normalize(text)) is not None)
-        view["due_date_disclosed"] = record.get("due_date") is not None or (
-            bool(text) and _DUE_DATE.search(normalize(text)) is not None)
+        amount, due = record.get("amount_due_minor") is not None, record.get("due_date") is not None
+        text = record.get("message_text")
+        if text and not (amount and due):  # the text is a fallback only when the fields are absent
+            plain = normalize(text)
+            amount = amount or _DEBT_AMOUNT.search(plain) is not None
+            due = due or _DUE_DATE.search(plain) is not None
+        view["debt_amount_disclosed"], view["due_date_disclosed"] = amount, due
         return view
 
     def _candidates(self, view: View) -> list[tuple[Rule, Clause]]:
@@ -211,7 +214,8 @@ class RuleEngine:
     # -- clause kinds ------------------------------------------------------------------------------
 
     def _evaluate(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
-        if clause.kind != "absence" and clause.when != _NO_FILTER and not _matches(clause.when, view, self._in_class):
+        """One clause on one action (absence clauses are timers: see _track_absence)."""
+        if clause.when != _NO_FILTER and not _matches(clause.when, view, self._in_class):
             return ()
         if clause.kind == "predicate":
             return self._predicate(clause, view)
@@ -221,9 +225,7 @@ class RuleEngine:
             return self._count(clause, view, state)
         if clause.kind == "sequence":
             return self._sequence(clause, view, state)
-        if clause.kind == "state":
-            return self._state(clause, view, state)
-        return ()  # absence: timers, see _track_absence
+        return self._state(clause, view, state)
 
     def _predicate(self, clause: Clause, view: View) -> Iterable[Finding]:
         for condition in clause.any:
@@ -266,8 +268,9 @@ class RuleEngine:
         text, found = view["_text"], view["_found"]
         matches: list[Match] = []
         if found:
-            allowed = [(m.position, m.position + len(self.lexicon.normalize(m.phrase))) for m in
-                       self._allow[rule.id].find(text)] if rule.allow_phrases else []
+            allow = self._allow.get(rule.id)
+            allowed = [(m.position, m.position + len(self.lexicon.normalize(m.phrase)))
+                       for m in allow.find(text)] if allow else []
             matches = [m for m in found if m.category in clause.categories and not any(
                 s <= m.position < e for s, e in allowed)]
         if matches:
@@ -477,9 +480,6 @@ class RuleEngine:
                     longest = max(longest, timedelta(days=c.window_local_days + 1), timedelta(hours=c.within_hours),
                                   timedelta(days=c.within_local_days + 1))
         return longest
-
-    def _allow_lexicon(self, rule: Rule) -> Lexicon:
-        return Lexicon((("allow", p) for p in rule.allow_phrases), self.lexicon.normalize)
 
     def _sweep(self) -> None:
         self._since_sweep += 1

@@ -81,7 +81,8 @@ def _plain(node: yaml.Node, constructor: yaml.SafeLoader) -> Any:
 
 class _Problems:
     def __init__(self, path: Path) -> None:
-        self.path, self.items = path, []  # type: ignore[var-annotated]
+        self.path = path
+        self.items: list[str] = []
 
     def add(self, where: Any, reason: str, key: str | None = None) -> None:
         line = getattr(where, "key_lines", {}).get(key) if key is not None else None

@@ -27,9 +27,8 @@ def main() -> None:
     table.add_column("figure")
     table.add_column("per second", justify="right")
     for section, labels in (("producers", producers_bench.LABELS), ("store", store_bench.LABELS)):
-        for key, label in labels.items():
-            if section in results:
-                table.add_row(label, f"{results[section][key]:,.0f}")
+        for key, label in labels.items() if section in results else ():
+            table.add_row(label, f"{results[section][key]:,.0f}")
     console.print(table)
     if "store" in results:
         console.print(f"store ratio to slowest ceiling: {results['store']['store_ratio_to_slowest_ceiling']:.2f}")

@@ -66,6 +66,7 @@ class ConsumerLoop:
         self.max_wait_s = max_wait_s
         self.infrastructure_errors = (*infrastructure_errors, KafkaError)
         self.on_poll = on_poll
+        self.before_records: Callable[[], None] = lambda: None  # runs when a poll brought records, before them
         self.commit_delay_s = commit_delay_s  # fault-injection aid: widens the insert-to-commit window
         self._offsets: dict[TopicPartition, int] = {}  # next offset to commit, per partition in the batch
         self._first: dict[TopicPartition, int] = {}  # first offset of the batch, per partition
@@ -95,6 +96,8 @@ class ConsumerLoop:
 
     def step(self) -> None:
         records = self.consumer.poll(timeout_ms=100, max_records=self.max_batch)
+        if records:
+            self.before_records()
         for batch in records.values():
             for record in batch:
                 self.processor.add(record)

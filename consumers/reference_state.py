@@ -46,10 +46,10 @@ class _History:
         bisect.insort(self.grants, grant, key=lambda g: (g.received_at, g.event_id))
 
     def status_at(self, moment: datetime) -> str:
-        known = [g for g in self.grants if g.received_at <= moment]
+        known = bisect.bisect_right(self.grants, moment, key=_received)
         if not known:
             return "UNKNOWN"
-        grant = known[-1]
+        grant = self.grants[known - 1]
         if grant.status != "VALID":
             return grant.status
         if grant.valid_from is not None and moment < grant.valid_from:
@@ -57,6 +57,10 @@ class _History:
         if grant.valid_to is not None and moment >= grant.valid_to:
             return "EXPIRED"
         return "VALID"
+
+
+def _received(grant: Grant) -> datetime:
+    return grant.received_at
 
 
 class ReferenceState:

@@ -24,6 +24,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -60,6 +61,30 @@ class RuleMetrics:
                          ["partition"], registry=registry)
 
 
+class InputMarks:
+    """The event-time watermark of a consumer of several partitions: the least latest-read moment
+    among the inputs still behind (of every input, once all are caught up), so a timer never fires
+    on one partition's progress while another still holds the event that satisfies it."""
+
+    def __init__(self) -> None:
+        self.latest: dict[tuple[str, int], datetime] = {}  # latest occurred_at read, per (topic, partition)
+
+    def saw(self, source: tuple[str, int], occurred_at: datetime) -> None:
+        if source not in self.latest or occurred_at > self.latest[source]:
+            self.latest[source] = occurred_at
+
+    def watermark(self, inputs: dict[tuple[str, int], bool]) -> datetime | None:
+        """`inputs`: the partitions read now -> caught up. None: nothing can be said yet."""
+        if not any(topic == TOPIC_ACTIONS for topic, _ in inputs):
+            return None  # no action partition assigned (yet): no debtor owned whose timers could fire
+        behind = [source for source, caught_up in inputs.items() if not caught_up]
+        if any(source not in self.latest for source in behind):
+            return None  # an input not read from yet: nothing is known of its event time
+        if behind:
+            return min(self.latest[s] for s in behind)
+        return max((self.latest[s] for s in inputs if s in self.latest), default=None)
+
+
 class RuleProcessor:
     def __init__(self, engine: RuleEngine, codec: AvroCodec, producer: KafkaProducer, delivery: AlertDelivery,
                  metrics: RuleMetrics) -> None:
@@ -71,6 +96,7 @@ class RuleProcessor:
         self.alerts: list[tuple[dict[str, Any], datetime | None]] = []
         self.records = 0
         self.last_record_at = time.monotonic()
+        self.marks = InputMarks()
 
     def add(self, record: ConsumerRecord) -> None:
         """An action from the group's partitions (references come through add_reference)."""
@@ -86,6 +112,11 @@ class RuleProcessor:
         if decoded is not None:
             self.alerts.extend((a, None) for a in self.engine.on_reference(decoded))
 
+    def advance_watermark(self, inputs: dict[tuple[str, int], bool]) -> None:
+        moment = self.marks.watermark(inputs)
+        if moment is not None:
+            self.alerts.extend((a, None) for a in self.engine.advance(moment))
+
     def _decode(self, record: ConsumerRecord) -> dict[str, Any] | None:
         try:
             decoded = self.codec.decode(value_subject(record.topic), record.value)
@@ -96,6 +127,7 @@ class RuleProcessor:
             self.metrics.consumed.labels(record.topic, "invalid").inc()
             return None
         self.metrics.consumed.labels(record.topic, "judged").inc()
+        self.marks.saw((record.topic, record.partition), decoded.record["occurred_at"])
         return decoded.record
 
     def tick_if_idle(self, idle_s: float) -> None:
@@ -136,7 +168,8 @@ def build_engine(settings: Settings, owns: Callable[[str], bool] = lambda d: Tru
     lexicon = Lexicon.from_directory()
     ruleset = load_ruleset(categories=lexicon.categories)
     return RuleEngine(ruleset, lexicon, default_jurisdiction=settings.default_jurisdiction,
-                      allowed_lateness=timedelta(seconds=settings.rules_allowed_lateness_s), owns=owns)
+                      allowed_lateness=timedelta(seconds=settings.rules_allowed_lateness_s), owns=owns,
+                      watermark_from_events=False)
 
 
 def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Callable[[], bool],
@@ -166,14 +199,19 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
     loop = ConsumerLoop(consumer, processor, max_batch=2_000, max_wait_s=0.05,
                         infrastructure_errors=(AlertsNotAcknowledged, OSError))
 
-    def on_poll() -> None:
+    def read_references() -> None:
         for records in references.poll(timeout_ms=0, max_records=5_000).values():
             for record in records:
                 processor.add_reference(record)
+
+    def on_poll() -> None:
+        read_references()
+        processor.advance_watermark({**_caught_up(consumer), **_caught_up(references)})
         processor.tick_if_idle(settings.rules_idle_tick_s)
         for tp, lag in loop.lag().items():
             metrics.lag.labels(str(tp.partition)).set(lag)
 
+    loop.before_records = read_references
     loop.on_poll = on_poll
     replay.loop = loop
     consumer.subscribe([TOPIC_ACTIONS], listener=replay)
@@ -213,6 +251,19 @@ class _Replay(ConsumerRebalanceListener):  # type: ignore[misc]
             self.loop.on_partitions_assigned(list(assigned))
         if fresh:
             self.consumer.seek_to_beginning(*fresh)
+
+
+def _caught_up(consumer: KafkaConsumer) -> dict[tuple[str, int], bool]:
+    """Assigned partition -> everything up to the high-water mark of the last fetch has been read."""
+    found = {}
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        try:
+            position = consumer.position(tp, timeout_ms=0)
+        except KafkaError:
+            position = None
+        found[(tp.topic, tp.partition)] = highwater is not None and position is not None and position >= highwater
+    return found
 
 
 def _emitted_alert_ids(kafka: dict[str, Any], codec: AvroCodec) -> set[str]:

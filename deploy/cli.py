@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
@@ -16,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+from deploy.auditor.tokens import TokenStore
+from deploy.auditor_cli import api, query_app, tokens_app, verify
 from deploy.live_view import LiveCounts, counts_table
 from deploy.rules_cli import alerts, rules_app
 from deploy.settings import Settings, SettingsError, load_settings
@@ -33,7 +36,11 @@ topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics as data (deplo
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(topics_app, name="topics")
 app.add_typer(rules_app, name="rules")
+app.add_typer(query_app, name="query")
+app.add_typer(tokens_app, name="tokens")
 app.command()(alerts)
+app.command()(verify)
+app.command()(api)
 err = Console(stderr=True)
 out = Console()
 
@@ -89,8 +96,8 @@ def up(
     violation_rate: Annotated[float, typer.Option(help="Share of simulated items that violate a rule")] = 0.01,
     labels: Annotated[Path | None, typer.Option(help="Write labelled violations (JSON lines) here")] = None,
 ) -> None:
-    """Start the embedded stack: broker, topics, store consumer, HTTP server (ingest, registry, /healthz,
-    /metrics)."""
+    """Start the embedded stack: broker, topics, store and rule consumers, HTTP server (ingest, registry,
+    auditor API and console, /healthz, /metrics)."""
     quiet_kafka_logs()
     settings = settings_from(data_dir=data_dir, http_port=http_port, kafka_port=kafka_port)
     stop = StopFlag()
@@ -100,10 +107,13 @@ def up(
     except Exception as exc:
         err.print(f"[red]could not start the stack:[/] {exc}")
         raise typer.Exit(1) from None
-    base = f"http://{settings.http_host}:{settings.http_port}"
+    base = settings.api_base_url
     err.print(f"[green]up[/]: Kafka {settings.bootstrap_servers}"
               f"{' (embedded, in memory)' if settings.embedded_broker else ''} · ingest {base}/v1/events · "
-              f"registry {base}/subjects · metrics {base}/metrics · Ctrl-C stops")
+              f"registry {base}/subjects · auditor API {base}/api/v1 · metrics {base}/metrics · Ctrl-C stops")
+    console_token = TokenStore(settings.tokens_path).create("console", "auditor", timedelta(hours=12))
+    err.print(f"auditor console: {base}/#token={console_token}  (an auditor token valid 12 h; "
+              "`collection-audit tokens create` makes lasting ones)", soft_wrap=True)
     progress = SimProgress()
     started = time.monotonic()
     try:

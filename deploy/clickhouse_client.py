@@ -3,6 +3,10 @@ chDB, one process per data directory) or http(s):// (a server or cluster)."""
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import clickhouse_connect
@@ -31,3 +35,26 @@ def redact(url: str) -> str:
     scheme, rest = url.split("://", 1)
     credentials, host = rest.rsplit("@", 1)
     return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
+class ClientPool:
+    """Clients for concurrent readers (API requests): a chDB handle or HTTP session serves one query
+    at a time, and an open result stream holds it until the stream is consumed."""
+
+    def __init__(self, url: str, size: int = 4) -> None:
+        self.url = url
+        self._idle: queue.LifoQueue[Client] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(size)
+
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[Client]:
+        self._slots.acquire()
+        try:
+            try:
+                client = self._idle.get_nowait()
+            except queue.Empty:
+                client = connect(self.url)
+            yield client
+            self._idle.put(client)
+        finally:
+            self._slots.release()

@@ -1,30 +1,50 @@
-"""The project's HTTP server: ingest, the read-only schema registry, /healthz and /metrics."""
+"""The project's HTTP server: ingest, the read-only schema registry, the auditor API and console,
+/healthz and /metrics. Each role serves the parts it has: `up` all of them, `api` the auditor's."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, Response
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from deploy.auditor.access_log import AccessLogMiddleware
+from deploy.auditor.access_log import writer as access_log_writer
+from deploy.auditor.api import auditor_router
+from deploy.auditor.tokens import TokenStore
+from deploy.clickhouse_client import ClientPool
 from producers.http_ingest import ingest_router
 from producers.sdk import AuditProducer
 from schemas.catalog import Catalog
 from schemas.registry_api import registry_router
 
 HealthCheck = Callable[[], dict[str, bool]]
+CONSOLE_DIR = Path(__file__).parent / "auditor" / "console"
 
 
 def create_app(catalog: Catalog, metrics: CollectorRegistry, *, producer: AuditProducer | None = None,
                max_body_bytes: int = 8 * 1024 * 1024, max_events: int = 10_000,
-               health: HealthCheck | None = None) -> FastAPI:
+               health: HealthCheck | None = None, trail: ClientPool | None = None,
+               tokens: TokenStore | None = None) -> FastAPI:
+    """The app; with `trail` and `tokens`, also the auditor API (/api/v1) and its console (/)."""
     app = FastAPI(title="collection-audit", version="0.1.0",
                   description="Audit trail and compliance monitor for debt collection.")
     app.include_router(registry_router(catalog))
     if producer is not None:
         app.include_router(ingest_router(producer, max_body_bytes, max_events))
+    if trail is not None and tokens is not None:
+        app.include_router(auditor_router(trail, tokens))
+        app.add_middleware(AccessLogMiddleware, write=access_log_writer(trail.borrow))
+        app.mount("/console", StaticFiles(directory=CONSOLE_DIR), name="console")
+
+        @app.get("/", include_in_schema=False)
+        def console() -> FileResponse:
+            return FileResponse(CONSOLE_DIR / "index.html")
 
     @app.get("/healthz", tags=["operations"])
     def healthz(response: Response) -> dict[str, object]:

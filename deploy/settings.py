@@ -57,6 +57,11 @@ class Settings:
     alertmanager_url: str = ""
     alert_webhook_urls: str = ""  # comma-separated
     alert_resend_s: float = 60.0  # one push per rule/agency/jurisdiction/severity group per this many seconds
+    # Auditor API: the token file (hashes only; default DATA_DIR/api-tokens.json). The CLI's
+    # `query`/`verify` reach the API at api_url (default: this machine's HTTP port) with api_token.
+    api_tokens_file: str = ""
+    api_url: str = ""
+    api_token: str = field(default="", repr=False)
     http_host: str = "127.0.0.1"
     http_port: int = 8700
     ingest_max_body_bytes: int = 8 * 1024 * 1024
@@ -70,6 +75,14 @@ class Settings:
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def tokens_path(self) -> Path:
+        return Path(self.api_tokens_file) if self.api_tokens_file else self.data_dir / "api-tokens.json"
+
+    @property
+    def api_base_url(self) -> str:
+        return (self.api_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
 
     @property
     def outbox_dir(self) -> Path:

@@ -2,8 +2,8 @@
 
 Start order: broker child (unless KAFKA_BOOTSTRAP_SERVERS names an external one) -> topics ->
 ClickHouse migrations -> store consumer thread -> rule consumer thread -> ingest producer -> HTTP server (ingest, schema
-registry, /healthz, /metrics). chDB allows one process per data directory, so the store writer and
-(later) the query API share this process and its client.
+registry, auditor API and console, /healthz, /metrics). chDB allows one process per data directory,
+so the store writer and the auditor API share this process (each with its own client handle).
 
 Stop order: producers flush -> the rule consumer stops (its alerts are produced and committed) -> the
 store consumer drains what the broker holds (bounded wait) and
@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 
 from consumers.store_consumer import run_store
-from deploy.clickhouse_client import connect
+from deploy.auditor.tokens import TokenStore
+from deploy.clickhouse_client import ClientPool, connect
 from deploy.embedded_broker import EmbeddedBroker, port_open
 from deploy.http_server import HttpServer, create_app
+from deploy.migrations import migrate
 from deploy.settings import Settings
 from deploy.topics import apply_topics, load_topic_specs
 from producers.metrics import register_producer
@@ -57,6 +59,7 @@ class EmbeddedStack:
             apply_topics(s.kafka_client_config(), load_topic_specs(), single_node=s.embedded_broker)
             self.with_store = with_store
             if with_store:
+                migrate(connect(s.clickhouse))  # before the API can be asked anything
                 self._start_store()
             if with_rules:
                 self._start_rules()
@@ -64,7 +67,8 @@ class EmbeddedStack:
             register_producer(self.metrics, self.producer, "ingest")
             app = create_app(Catalog.load(), self.metrics, producer=self.producer,
                              max_body_bytes=s.ingest_max_body_bytes, max_events=s.ingest_max_events,
-                             health=self.health)
+                             health=self.health, trail=ClientPool(s.clickhouse) if with_store else None,
+                             tokens=TokenStore(s.tokens_path))
             self.http = HttpServer(app, s.http_host, s.http_port)
             self.http.start()
         except BaseException:

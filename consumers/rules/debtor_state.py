@@ -12,6 +12,7 @@ from typing import Any
 
 View = dict[str, Any]  # an action as the rules see it: its fields plus derived ones (see engine)
 _DIGITS = re.compile(r"\D+")
+_AFTER_ANY_ID = "\U0010ffff"
 
 
 def contact_key(address: str | None) -> str | None:
@@ -27,14 +28,23 @@ def contact_key(address: str | None) -> str | None:
 @dataclass
 class DebtorState:
     history: list[View] = field(default_factory=list)  # sorted by (occurred_at, event_id)
+    order: list[tuple[datetime, str]] = field(default_factory=list)  # (occurred_at, event_id) of history
     ids: set[str] = field(default_factory=set)
     latest: datetime | None = None
     references: list[dict[str, Any]] = field(default_factory=list)  # sorted by occurred_at
     first_started: set[str] = field(default_factory=set)  # absence rules with first_only: already started
 
     def add(self, view: View) -> None:
-        bisect.insort(self.history, view, key=lambda v: (v["_at"], v["event_id"]))
+        key = (view["_at"], view["event_id"])
+        at = bisect.bisect(self.order, key)
+        self.order.insert(at, key)
+        self.history.insert(at, view)
         self.ids.add(view["event_id"])
+
+    def between(self, start: datetime, end: datetime) -> list[View]:
+        """The actions that occurred in [start, end]."""
+        low = bisect.bisect_left(self.order, (start,))
+        return self.history[low:bisect.bisect_right(self.order, (end, _AFTER_ANY_ID), lo=low)]
 
     def prune(self, before: datetime) -> None:
         cut = 0
@@ -44,6 +54,7 @@ class DebtorState:
             for view in self.history[:cut]:
                 self.ids.discard(view["event_id"])
             del self.history[:cut]
+            del self.order[:cut]
 
     def add_reference(self, record: dict[str, Any]) -> None:
         bisect.insort(self.references, record, key=lambda r: (r["occurred_at"], str(r["event_id"])))
@@ -52,6 +63,8 @@ class DebtorState:
 
     def blocker(self, kind: str, view: View) -> dict[str, Any] | None:
         """The reference event that forbids this contact at its occurred_at, if any."""
+        if not self.references:
+            return None
         at = view["_at"]
         known = [r for r in self.references if r["occurred_at"] <= at]
         if kind == "attorney":

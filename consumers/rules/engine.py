@@ -5,7 +5,9 @@ zone (profile zone -> phone region -> jurisdiction default, DST-aware). State is
 the engine runs on the partitions a consumer owns (actions are keyed by debtor). Reference events
 take effect at their own `occurred_at`; one that arrives after actions it concerns re-judges them
 (their alerts are `late`). Timers (absence rules) fire when the event-time watermark passes their
-deadline plus the allowed lateness, or `tick()` when the stream is idle.
+deadline plus the allowed lateness, or `tick()` when the stream is idle, for the debtors the
+instance owns at that moment. The watermark follows the events when one ordered stream feeds the
+engine; a consumer of several partitions sets it itself (`advance`, see the rule consumer).
 
 An alert's id is derived from rule id, rule version and the id of the event that triggered it,
 so a replay derives the same alert again; the engine never emits one id twice (`raised`).
@@ -36,6 +38,7 @@ _DUE_DATE = re.compile(
     r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]* \d{1,2}")
 _NO_FILTER = Filter()
 _DISPATCH_FIELDS = ("action_type", "direction", "counterparty", "call_result")
+_QUALIFICATION = ("agency_licence", "collector_certification")
 LATE_REFERENCE_HORIZON = timedelta(days=8)  # how far back a late reference event re-judges actions
 
 
@@ -47,6 +50,10 @@ class Finding:
     facts: tuple[tuple[str, str], ...] = ()
     late: bool = False
     occurred_at: datetime | None = None  # default: the trigger's
+
+
+_Judge = Callable[[Rule, Clause, View, DebtorState], Iterable[Finding]]
+_Candidate = tuple[Rule, Clause, Filter | None, _Judge]
 
 
 @dataclass(order=True)
@@ -64,13 +71,14 @@ class _Timer:
 class RuleEngine:
     def __init__(self, ruleset: Ruleset, lexicon: Lexicon, *, default_jurisdiction: str = "CN",
                  allowed_lateness: timedelta = timedelta(hours=1), owns: Callable[[str], bool] = lambda d: True,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), watermark_from_events: bool = True) -> None:
         self.ruleset = ruleset
         self.lexicon = lexicon
         self.default_jurisdiction = default_jurisdiction
         self.allowed_lateness = allowed_lateness
         self.owns = owns
         self.clock = clock
+        self.watermark_from_events = watermark_from_events  # False: the caller advances (several inputs)
         self.references = ReferenceState()
         self.debtors: dict[str, DebtorState] = {}
         self.collector_roles: dict[str, str] = {}
@@ -84,7 +92,12 @@ class RuleEngine:
         self._allow = {r.id: Lexicon((("allow", p) for p in r.allow_phrases), lexicon.normalize)
                        for r in ruleset.rules if r.allow_phrases}
         self._since_sweep = 0
-        self._dispatch: dict[tuple[Any, ...], list[tuple[Rule, Clause]]] = {}
+        self._latest_action: datetime | None = None
+        self._disorder = timedelta(0)  # the most an action arrived behind the latest one before it
+        self._by_actor: dict[tuple[str, str], list[View]] = {}  # actions per agency / collector, in arrival order
+        self._dispatch: dict[tuple[Any, ...], tuple[list[_Candidate], dict[str, bool]]] = {}
+        self._judges: dict[str, _Judge] = {"predicate": self._predicate, "lexicon": self._lexicon,
+                                           "count": self._count, "sequence": self._sequence, "state": self._state}
         self._absence: dict[str, list[tuple[Rule, Clause]]] = {}
 
     # -- public ------------------------------------------------------------------------------------
@@ -95,14 +108,18 @@ class RuleEngine:
         event_id = str(record["event_id"])
         if event_id in state.ids:
             return []  # a redelivered event: already judged
-        view = self._view(record, state)
+        view = self._view(record, state, event_id)
         findings: list[tuple[Rule, Finding]] = []
         exempt: set[str] = set()
-        for rule, clause in self._candidates(view):
+        in_class = self._in_class
+        candidates, view["_classes"] = self._candidates(view)
+        for rule, clause, check, judge in candidates:
             if rule.exempt and (rule.id in exempt or self._exempt(rule, view)):
                 exempt.add(rule.id)
                 continue
-            for finding in self._evaluate(rule, clause, view, state):
+            if check is not None and not _matches(check, view, in_class):
+                continue
+            for finding in judge(rule, clause, view, state):
                 findings.append((rule, finding))
         self._track_absence(view, state)
         view["_keep_until"] = view["_at"] + self._retention
@@ -110,8 +127,15 @@ class RuleEngine:
         state.add(view)
         if state.latest is None or view["_at"] > state.latest:
             state.latest = view["_at"]
+        if self._latest_action is None or view["_at"] > self._latest_action:
+            self._latest_action = view["_at"]
+        self._disorder = max(self._disorder, self._latest_action - view["_at"])
+        for actor in ("agency_id", "collector_id"):
+            if view.get(actor):
+                self._by_actor.setdefault((actor, view[actor]), []).append(view)
         alerts = self._alerts(findings)
-        alerts.extend(self._advance(view["_at"]))
+        if self.watermark_from_events:
+            alerts.extend(self._advance(view["_at"]))
         self._sweep()
         return alerts
 
@@ -123,6 +147,8 @@ class RuleEngine:
             if role:
                 self.collector_roles[record["collector_id"]] = role
         findings: list[tuple[Rule, Finding]] = []
+        if kind in ("AGENCY_LICENSE", "COLLECTOR_CERTIFICATION"):
+            findings.extend(self._rejudge_qualification(record))
         debtor_id = record.get("debtor_id")
         if debtor_id and kind in ("CEASE_REQUEST", "CEASE_WITHDRAWN", "ATTORNEY_REPRESENTATION", "PAYMENT_PLAN",
                                   "COMPLAINT_FILED", "COMPLAINT_RESOLVED"):
@@ -132,8 +158,9 @@ class RuleEngine:
             state.add_reference(record)
             if self.owns(debtor_id):
                 findings.extend(self._rejudge(state, record))
-                self._track_reference_absence(record, state)
-        return self._alerts(findings) + self._advance(record["occurred_at"])
+            self._track_reference_absence(record, state)  # whoever owns the debtor when it fires alerts
+        alerts = self._alerts(findings)
+        return alerts + self._advance(record["occurred_at"]) if self.watermark_from_events else alerts
 
     def advance(self, moment: datetime) -> list[dict[str, Any]]:
         """Event time has reached `moment` (fires the timers due)."""
@@ -149,7 +176,7 @@ class RuleEngine:
 
     # -- views -------------------------------------------------------------------------------------
 
-    def _view(self, record: dict[str, Any], state: DebtorState) -> View:
+    def _view(self, record: dict[str, Any], state: DebtorState, event_id: str) -> View:
         debtor_id = record["debtor_id"]
         at: datetime = record["occurred_at"]
         profile = self.references.profiles.get(debtor_id)
@@ -159,7 +186,7 @@ class RuleEngine:
         local = at.astimezone(zone(zone_name))
         view = dict(record)
         view.update(
-            event_id=str(record["event_id"]), _at=at, _local=local, _zone=zone_name, _classes={},
+            event_id=event_id, _at=at, _local=local, _zone=zone_name,
             jurisdiction=jurisdiction, local_date=local.date(), local_weekday=local.isoweekday(),
             contact_key=contact_key(record.get("contact_address")),
             late=state.latest is not None and at < state.latest,
@@ -169,23 +196,38 @@ class RuleEngine:
         amount, due = record.get("amount_due_minor") is not None, record.get("due_date") is not None
         text = record.get("message_text")
         if text and not (amount and due):  # the text is a fallback only when the fields are absent
-            plain = normalize(text)
+            plain = view["_plain"] = normalize(text)
             amount = amount or _DEBT_AMOUNT.search(plain) is not None
             due = due or _DUE_DATE.search(plain) is not None
         view["debt_amount_disclosed"], view["due_date_disclosed"] = amount, due
         return view
 
-    def _candidates(self, view: View) -> list[tuple[Rule, Clause]]:
-        """The clauses whose filters the action's fixed fields do not already rule out (cached)."""
-        key = (*tuple(view.get(f) for f in _DISPATCH_FIELDS), view["jurisdiction"])
-        found = self._dispatch.get(key)
-        if found is None:
+    def _candidates(self, view: View) -> tuple[list[_Candidate], dict[str, bool]]:
+        """The clauses whose filters the action's fixed fields do not already rule out, each with the
+        rest of its filter (None when nothing is left to check) and its judge, and the classes the
+        fixed fields decide alone (cached per key)."""
+        key = (view.get("action_type"), view.get("direction"), view.get("counterparty"), view.get("call_result"),
+               view["jurisdiction"], bool(view.get("message_text")))
+        cached = self._dispatch.get(key)
+        if cached is None:
             probe = dict(zip(_DISPATCH_FIELDS, key, strict=False))
-            found = [(rule, replace(clause, when=self._residual(clause.when)))
-                     for rule in self.ruleset.rules for clause in rule.clauses_for(str(key[-1]))
-                     if clause.kind != "absence" and self._may_match(clause.when, probe)]
-            self._dispatch[key] = found
-        return found
+            decided = {name: self._may_match(f, probe) for name, f in self._class_filters.items()
+                       if self._residual(f) == _NO_FILTER}
+            found: list[_Candidate] = []
+            for rule in self.ruleset.rules:
+                for clause in rule.clauses_for(str(key[4])):
+                    if clause.kind == "absence" or not self._may_match(clause.when, probe):
+                        continue
+                    if clause.kind == "lexicon" and not key[5] and not clause.or_debt_fields:
+                        continue  # nothing said, nothing to match
+                    gates = [c for c in (clause.events, clause.after, clause.then) if c]
+                    if gates and not any(decided.get(c, True) for c in gates):
+                        continue  # not an action this clause counts or compares
+                    residual = self._residual(clause.when)
+                    found.append((rule, clause, None if residual == _NO_FILTER else residual,
+                                  self._judges[clause.kind]))
+            cached = self._dispatch[key] = (found, decided)
+        return cached[0], dict(cached[1])
 
     def _residual(self, f: Filter) -> Filter:
         """What is left of a filter once its fixed-field parts have been checked by the dispatch."""
@@ -213,21 +255,7 @@ class RuleEngine:
 
     # -- clause kinds ------------------------------------------------------------------------------
 
-    def _evaluate(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
-        """One clause on one action (absence clauses are timers: see _track_absence)."""
-        if clause.when != _NO_FILTER and not _matches(clause.when, view, self._in_class):
-            return ()
-        if clause.kind == "predicate":
-            return self._predicate(clause, view)
-        if clause.kind == "lexicon":
-            return self._lexicon(rule, clause, view)
-        if clause.kind == "count":
-            return self._count(clause, view, state)
-        if clause.kind == "sequence":
-            return self._sequence(clause, view, state)
-        return self._state(clause, view, state)
-
-    def _predicate(self, clause: Clause, view: View) -> Iterable[Finding]:
+    def _predicate(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
         for condition in clause.any:
             detail = self._condition(condition, view)
             if detail:
@@ -257,13 +285,17 @@ class RuleEngine:
             return None if value in c.value else f"{c.field} is {_show(value)}"
         raise ValueError(c.kind)
 
-    def _lexicon(self, rule: Rule, clause: Clause, view: View) -> Iterable[Finding]:
+    def _lexicon(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
         if clause.unless_collector_role and self.collector_roles.get(view.get("collector_id") or "") \
                 in clause.unless_collector_role:
             return ()
         if "_found" not in view:
-            words = collector_words(view.get("message_text"), view["direction"])
-            view["_text"] = self.lexicon.normalize(words) if words else ""
+            text = view.get("message_text")
+            words = collector_words(text, view["direction"])
+            if words and words is text:  # the whole text is the collector's: reuse its first normalisation
+                view["_text"] = self.lexicon.normalize.plain(view.get("_plain") or normalize(words))
+            else:
+                view["_text"] = self.lexicon.normalize(words) if words else ""
             view["_found"] = self.lexicon.find(view["_text"])
         text, found = view["_text"], view["_found"]
         matches: list[Match] = []
@@ -283,7 +315,7 @@ class RuleEngine:
             return (Finding(view, "the message states the amount due or the due date"),)
         return ()
 
-    def _count(self, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
+    def _count(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
         if not self._in_class(view, clause.events):
             return ()
         key = tuple(_value(view, f) for f in clause.per)
@@ -292,7 +324,9 @@ class RuleEngine:
         day, span = view["local_date"], clause.window_local_days
         first_day = day - timedelta(days=span - 1)
         last_day = day + timedelta(days=span - 1)
-        same = [h for h in state.history if first_day <= h["local_date"] <= last_day
+        margin = timedelta(days=span + 2)  # local dates lie within a day of UTC ones
+        same = [h for h in state.between(view["_at"] - margin, view["_at"] + margin)
+                if first_day <= h["local_date"] <= last_day
                 and self._in_class(h, clause.events) and tuple(_value(h, f) for f in clause.per) == key]
         same.append(view)
         for offset in range(span):
@@ -306,11 +340,14 @@ class RuleEngine:
                                 evidence=tuple(h["event_id"] for h in window if h is not view)),)
         return ()
 
-    def _sequence(self, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
+    def _sequence(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
         key = tuple(_value(view, f) for f in clause.per)
         found: list[Finding] = []
+        reach = timedelta(hours=clause.within_hours) if clause.within_hours else \
+            timedelta(days=clause.within_local_days + 2)  # local dates lie within a day of UTC ones
         if self._in_class(view, clause.then):
-            earlier = [h for h in state.history if h["_at"] < view["_at"] and self._in_class(h, clause.after)
+            earlier = [h for h in state.between(view["_at"] - reach, view["_at"])
+                       if h["_at"] < view["_at"] and self._in_class(h, clause.after)
                        and tuple(_value(h, f) for f in clause.per) == key and self._within(clause, h, view)]
             if earlier:
                 first = earlier[-1]
@@ -319,7 +356,7 @@ class RuleEngine:
                                            f"{_gap(clause, first, view)} before",
                                      evidence=(first["event_id"],)))
         if self._in_class(view, clause.after):  # a late 'after' event: later actions it makes violations
-            for h in state.history:
+            for h in state.between(view["_at"], view["_at"] + reach):
                 if h["_at"] > view["_at"] and self._in_class(h, clause.then) \
                         and tuple(_value(h, f) for f in clause.per) == key and self._within(clause, view, h):
                     found.append(Finding(h, f"{clause.after.replace('_', ' ')} at "
@@ -334,7 +371,7 @@ class RuleEngine:
             return bool(then["_at"] - first["_at"] <= timedelta(hours=clause.within_hours))
         return bool((then["local_date"] - first["local_date"]).days <= clause.within_local_days - 1)
 
-    def _state(self, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
+    def _state(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
         if not self._in_class(view, clause.then):
             return ()
         blocker = state.blocker(clause.blocked_by, view)
@@ -356,14 +393,37 @@ class RuleEngine:
                 for clause in rule.clauses_for(view["jurisdiction"]):
                     if clause.kind == "state" and _matches(clause.when, view, self._in_class):
                         findings.extend((rule, Finding(f.trigger, f.detail, f.evidence, f.facts, late=True))
-                                        for f in self._state(clause, view, state))
+                                        for f in self._state(rule, clause, view, state))
+        return findings
+
+    def _rejudge_qualification(self, record: dict[str, Any]) -> list[tuple[Rule, Finding]]:
+        """A licence or certification arrived: actions at or after its occurred_at by that agency or
+        collector get their status again, and the clauses that judge only the status judge again."""
+        if self._latest_action is None or record["occurred_at"] > self._latest_action:
+            return []  # in time: no action judged yet is at or after it
+        field_name, status = ("agency_id", "agency_licence") if record["kind"] == "AGENCY_LICENSE" \
+            else ("collector_id", "collector_certification")
+        findings: list[tuple[Rule, Finding]] = []
+        since = record["occurred_at"]
+        for view in reversed(self._by_actor.get((field_name, record[field_name]), [])):
+            if view["_at"] < since - self._disorder:
+                break  # no action that arrived before this one can be at or after `since`
+            state = self.debtors.get(view["debtor_id"])
+            if view["_at"] >= since and state is not None and self.owns(view["debtor_id"]):
+                view[status] = self.references.licence_status(view["agency_id"], view["_at"]) \
+                    if status == "agency_licence" else \
+                    self.references.certification_status(view.get("collector_id"), view["_at"])
+                for rule in self.ruleset.rules:
+                    for clause in rule.clauses_for(view["jurisdiction"]):
+                        if clause.kind == "predicate" and all(c.field in _QUALIFICATION for c in clause.any) \
+                                and _matches(clause.when, view, self._in_class) and not self._exempt(rule, view):
+                            findings.extend((rule, replace(f, late=True))
+                                            for f in self._predicate(rule, clause, view, state))
         return findings
 
     # -- absence timers ----------------------------------------------------------------------------
 
     def _track_absence(self, view: View, state: DebtorState) -> None:
-        if not self.owns(view["debtor_id"]):
-            return
         for rule, clause in self._absence_clauses(view["jurisdiction"]):
             satisfies = not clause.satisfied_by.startswith("reference:") and self._in_class(
                 view, clause.satisfied_by)
@@ -432,8 +492,8 @@ class RuleEngine:
                 waiting.remove(timer)
                 if not waiting:
                     self._open.pop((timer.debtor_id, timer.rule.id, timer.match_value), None)
-            if timer.satisfied:
-                continue
+            if timer.satisfied or not self.owns(timer.debtor_id):
+                continue  # an instance fires the timers of the debtors it owns at that moment
             local_deadline = timer.deadline.astimezone(timer.trigger["_local"].tzinfo)
             what = timer.clause.satisfied_by.removeprefix("reference:").lower().replace("_", " ")
             findings.append((timer.rule, Finding(
@@ -491,6 +551,12 @@ class RuleEngine:
             state.prune(self.watermark)
             if not state.history and not state.references and not state.first_started:
                 del self.debtors[debtor_id]
+        for actor, views in list(self._by_actor.items()):
+            kept = [v for v in views if v["_keep_until"] >= self.watermark]
+            if kept:
+                self._by_actor[actor] = kept
+            else:
+                del self._by_actor[actor]
 
 
 def alert_id_for(rule_id: str, version: int, trigger_event_id: str) -> str:

@@ -26,6 +26,7 @@ _SEPARATORS = re.compile(r"[\W_]+")
 _SPELLED = re.compile(r"(?<![a-z0-9])(?:[a-z] ){1,}[a-z](?![a-z0-9])")
 _SPACE_NEXT_TO_WIDE = re.compile(r" (?=[^\x00-\x7f])|(?<=[^\x00-\x7f]) ")
 _WORD_CHAR = re.compile(r"[a-z0-9]")
+_ASCII_LETTER = re.compile(r"[a-z]")
 
 # Speaker labels at the start of a transcript line.
 _COLLECTOR_LINE = re.compile(r"^\s*(催收员|坐席|客服|我方|collector|agent|caller)\s*[:：]\s*(.*)$", re.I)
@@ -56,8 +57,13 @@ def load_expansions(path: Path = LEXICON_DIR / "expansions.txt") -> dict[str, st
 
 
 def _basic(text: str) -> str:
-    text = _SEPARATORS.sub(" ", normalize(text))
-    text = _SPELLED.sub(lambda m: m.group(0).replace(" ", ""), text)
+    return _joined(_SEPARATORS.sub(" ", normalize(text)))
+
+
+def _joined(text: str) -> str:
+    """Spelled-out letters joined, spaces next to wide characters dropped."""
+    if _ASCII_LETTER.search(text):
+        text = _SPELLED.sub(lambda m: m.group(0).replace(" ", ""), text)
     return _SPACE_NEXT_TO_WIDE.sub("", text).strip()
 
 
@@ -69,18 +75,21 @@ class Normalizer:
         self._ascii = re.compile(r"(?<![a-z0-9])(" + "|".join(map(re.escape, ascii_variants)) + r")(?![a-z0-9])") \
             if ascii_variants else None
         self._wide = re.compile("|".join(map(re.escape, wide_variants))) if wide_variants else None
-        self._cached = lru_cache(maxsize=50_000)(self._normalize)
+        self.plain = lru_cache(maxsize=50_000)(self._from_plain)
 
     def __call__(self, text: str) -> str:
-        return self._cached(text)
+        return self.plain(normalize(text))
 
-    def _normalize(self, text: str) -> str:
-        text = _basic(text)
-        if self._ascii is not None:
-            text = self._ascii.sub(lambda m: self._expansions[m.group(1)], text)
+    def _from_plain(self, plain: str) -> str:
+        """The rest of the normalisation, for a text already through `text_normalization.normalize`."""
+        text = _joined(_SEPARATORS.sub(" ", plain))
+        replaced = 0
+        if self._ascii is not None and _ASCII_LETTER.search(text):
+            text, replaced = self._ascii.subn(lambda m: self._expansions[m.group(1)], text)
         if self._wide is not None:
-            text = self._wide.sub(lambda m: self._expansions[m.group(0)], text)
-        return _SPACE_NEXT_TO_WIDE.sub("", text)
+            text, count = self._wide.subn(lambda m: self._expansions[m.group(0)], text)
+            replaced += count
+        return _SPACE_NEXT_TO_WIDE.sub("", text) if replaced else text
 
 
 def collector_words(text: str | None, direction: str) -> str:

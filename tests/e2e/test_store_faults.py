@@ -6,15 +6,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import queue
 import random
-import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,96 +17,13 @@ from typing import Any
 import pytest
 
 from deploy.embedded_broker import EmbeddedBroker
-from deploy.topics import apply_topics, load_topic_specs
 from producers.sdk import AuditProducer
-from producers.simulator import SimConfig, Simulation
 from schemas.catalog import Catalog
 from schemas.registry import CatalogRegistry
-from tests.conftest import TEST_POLL_INTERVAL_MS, free_port, wait_until
+from tests.conftest import wait_until
+from tests.e2e.processes import RoleProcess, StoreProcess, simulated
 
 pytestmark = pytest.mark.stack
-
-
-class StoreProcess:
-    """`collection-audit store` in a child process, its log lines readable as they come."""
-
-    def __init__(self, broker: EmbeddedBroker, clickhouse_url: str, data_dir: Path, **env: str) -> None:
-        self.metrics_port = free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", "store", "--data-dir", str(data_dir),
-             "--metrics-port", str(self.metrics_port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "CLICKHOUSE_URL": clickhouse_url,
-                 "COLLECTION_AUDIT_PII_KEY": "ab" * 32,
-                 "COLLECTION_AUDIT_KAFKA_MAX_POLL_INTERVAL_MS": str(TEST_POLL_INTERVAL_MS),
-                 "COLLECTION_AUDIT_STORE_BATCH_ROWS": "400", "COLLECTION_AUDIT_STORE_BATCH_WAIT_MS": "100", **env})
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.put(line)
-            self.log.append(line)
-
-    def wait_for_line(self, text: str, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if text in self.lines.get(timeout=0.1):
-                    return True
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    return False
-        return False
-
-    def samples(self, name: str) -> list[float] | None:
-        """The values of a metric's samples, or None while the metrics endpoint is not up."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as answer:
-                text = answer.read().decode()
-        except OSError:
-            return None
-        return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")]
-
-    def caught_up(self, partitions: int = 18) -> bool:
-        """Every partition of the three topics was fetched and nothing fetched is still unstored."""
-        lags = self.samples("collection_audit_consumer_lag")
-        return lags is not None and len(lags) == partitions and not any(lags)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        assert self.process.wait(60) == 0, "".join(self.log[-30:])
-
-
-@pytest.fixture()
-def stores() -> Iterator[list[StoreProcess]]:
-    """Every store process a test starts; any still running when the test ends (it failed) is killed."""
-    started: list[StoreProcess] = []
-    yield started
-    for store in started:
-        if store.process.poll() is None:
-            store.process.kill()
-            store.process.wait(10)
-
-
-@pytest.fixture()
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    running = EmbeddedBroker(free_port(), tmp_path / "broker.log")
-    running.start()
-    apply_topics({"bootstrap_servers": running.bootstrap_servers}, load_topic_specs(), single_node=True)
-    yield running
-    running.stop()
-
-
-def simulated(n: int, seed: int) -> Iterator[dict[str, Any]]:
-    items = (item.event for item in Simulation(SimConfig(seed=seed, debtors=300, violation_rate=0.02)).events())
-    return itertools.islice(items, n)
 
 
 def sql(clickhouse_url: str, query: str) -> list[dict[str, Any]]:
@@ -158,7 +70,7 @@ def assert_chains_intact(clickhouse_url: str) -> None:
 
 
 def test_sigkill_at_random_points_and_between_insert_and_commit_loses_and_duplicates_nothing(
-        broker: EmbeddedBroker, tmp_path: Path, stores: list[StoreProcess]) -> None:
+        broker: EmbeddedBroker, tmp_path: Path, processes: list[RoleProcess]) -> None:
     clickhouse_url = f"chdb://{tmp_path / 'clickhouse'}"
     events = simulated(12_000, seed=21)
     produced: set[str] = set()
@@ -176,7 +88,7 @@ def test_sigkill_at_random_points_and_between_insert_and_commit_loses_and_duplic
             between_insert_and_commit = trial % 2 == 0
             store = StoreProcess(broker, clickhouse_url, tmp_path / "store",
                                  COLLECTION_AUDIT_STORE_COMMIT_DELAY_MS="1500" if between_insert_and_commit else "0")
-            stores.append(store)
+            processes.append(store)
             produce(400)
             if between_insert_and_commit:
                 if store.wait_for_line("batch durable, committing", timeout_s=30):
@@ -187,7 +99,7 @@ def test_sigkill_at_random_points_and_between_insert_and_commit_loses_and_duplic
         assert in_window >= 10, "SIGKILL must land between insert and commit in at least 10 trials"
 
         final = StoreProcess(broker, clickhouse_url, tmp_path / "store")
-        stores.append(final)
+        processes.append(final)
         assert wait_until(final.caught_up, timeout_s=120), "".join(final.log[-30:])
         final.stop()
     assert_stored_exactly_once(clickhouse_url, produced)
@@ -218,7 +130,7 @@ def fill(disk: Path) -> Path:
 
 
 def test_clickhouse_out_of_disk_backs_off_commits_nothing_and_catches_up(
-        broker: EmbeddedBroker, tmp_path: Path, small_disk: Path, stores: list[StoreProcess]) -> None:
+        broker: EmbeddedBroker, tmp_path: Path, small_disk: Path, processes: list[RoleProcess]) -> None:
     from kafka import KafkaAdminClient
 
     clickhouse_url = f"chdb://{small_disk / 'clickhouse'}"
@@ -238,7 +150,7 @@ def test_clickhouse_out_of_disk_backs_off_commits_nothing_and_catches_up(
             produced.update(e["event_id"] for e in batch)
 
         store = StoreProcess(broker, clickhouse_url, tmp_path / "store")
-        stores.append(store)
+        processes.append(store)
         produce(3000)
         assert wait_until(store.caught_up, timeout_s=60), "".join(store.log[-30:])
         before = committed()

@@ -96,6 +96,12 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0, every_s: 
     return condition()
 
 
+def references_read(stack: EmbeddedStack) -> float:
+    """Reference events the stack's rule consumer has read (to put reference facts on file first)."""
+    return stack.metrics.get_sample_value("collection_audit_rules_consumed_total",
+                                          {"topic": "collection.reference", "outcome": "judged"}) or 0.0
+
+
 @pytest.fixture()
 def base_url(stack: EmbeddedStack) -> str:
     return f"http://{stack.settings.http_host}:{stack.settings.http_port}"

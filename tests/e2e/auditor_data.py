@@ -13,7 +13,7 @@ from clickhouse_connect.driver.client import Client
 from kafka import KafkaProducer
 
 from deploy.supervisor import EmbeddedStack
-from tests.conftest import action, wait_until
+from tests.conftest import action, references_read, wait_until
 
 RANGE = {"from": "2024-03-01T00:00:00Z", "to": "2024-06-01T00:00:00Z"}
 
@@ -36,6 +36,7 @@ def seed(stack: EmbeddedStack, clickhouse: Client) -> Trail:
     t = Trail(run, f"D-AU-{run}", f"D-AU-US-{run}", f"AG-AU-{run}", f"C-AU-{run}")
     producer = stack.producer
     assert producer is not None
+    references_before = references_read(stack)
     producer.emit({"kind": "AGENCY_LICENSE", "occurred_at": "2023-01-01T00:00:00Z", "agency_id": t.agency,
                    "status": "VALID", "valid_from": "2023-01-01T00:00:00Z"})
     producer.emit({"kind": "COLLECTOR_CERTIFICATION", "occurred_at": "2024-01-01T00:00:00Z",
@@ -45,6 +46,10 @@ def seed(stack: EmbeddedStack, clickhouse: Client) -> Trail:
                    "timezone": "Asia/Shanghai", "jurisdiction": "CN"})
     producer.emit({"kind": "DEBTOR_PROFILE", "occurred_at": "2024-01-01T00:00:00Z", "debtor_id": t.us_debtor,
                    "timezone": "America/New_York", "jurisdiction": "US"})
+
+    # the licence, certification and profiles on file before the actions are judged (Kafka orders nothing
+    # across topics)
+    assert wait_until(lambda: references_read(stack) >= references_before + 4, timeout_s=30)
 
     def send(**fields: Any) -> str:
         event = action(agency_id=t.agency, collector_id=t.collector, **fields)

@@ -10,7 +10,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from deploy.supervisor import EmbeddedStack
-from tests.conftest import action, read_topic, wait_until
+from tests.conftest import action, read_topic, references_read, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -26,10 +26,14 @@ def test_a_threat_reaches_the_topic_the_store_and_alertmanager(stack: EmbeddedSt
     run = uuid.uuid4().hex[:8]
     debtor, agency = f"D-AL-{run}", f"AG-AL-{run}"
     assert stack.producer is not None
+    references_before = references_read(stack)
     stack.producer.emit({"kind": "DEBTOR_PROFILE", "occurred_at": "2024-01-01T00:00:00Z", "debtor_id": debtor,
                          "timezone": "Asia/Shanghai", "jurisdiction": "CN"})
     stack.producer.emit({"kind": "AGENCY_LICENSE", "occurred_at": "2023-01-01T00:00:00Z", "agency_id": agency,
                          "status": "VALID", "valid_from": "2023-01-01T00:00:00Z"})
+    # Kafka orders nothing across topics: an action judged before its agency's licence was read raises
+    # UNQUALIFIED_COLLECTOR (licence unknown). Here the licence is on file first, as in production.
+    assert wait_until(lambda: references_read(stack) >= references_before + 2, timeout_s=30)
     threat = action(debtor_id=debtor, agency_id=agency, collector_id=None, automated=True, action_type="IM_MESSAGE",
                     occurred_at="2024-05-01T15:00:00+08:00", message_text="不還錢小心你全家出事")
     threat_id = stack.producer.emit(threat)

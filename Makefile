@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/collection-audit up --simulate $(ARGS)
 
-# Debian packages the tests run for real (root, as CI runs): Alertmanager receives pushed alerts;
+# Debian packages the tests run for real (root, as CI runs): Alertmanager receives pushed alerts and
+# checks deploy/alertmanager (amtool); promtool (prometheus) checks and unit-tests deploy/prometheus;
 # Chromium (with a CJK font) renders the auditor console for Playwright, which never downloads a browser.
-DEBIAN_PACKAGES := prometheus-alertmanager chromium fonts-wqy-microhei
+DEBIAN_PACKAGES := prometheus-alertmanager prometheus chromium fonts-wqy-microhei
 DEBIAN_STAMP    := $(VENV)/.debian-packages
 $(DEBIAN_STAMP): | $(STAMP)
 	@dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || \
@@ -45,5 +46,15 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 
+## fuzz: each fuzz target coverage-guided for FUZZ_SECONDS (default 600), then its corpus merged into tests/fuzz/corpus.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= store_record jsonl_line ingest_body
+fuzz: $(STAMP)
+	@for target in $(FUZZ_TARGETS); do \
+	  echo "fuzzing $$target for $(FUZZ_SECONDS) s"; \
+	  $(BIN)/python -m tests.fuzz $$target $(FUZZ_SECONDS) || exit 1; \
+	  $(BIN)/python -m tests.fuzz merge $$target || exit 1; \
+	done
+
 clean:
-	rm -rf $(VENV) .collection-audit .pytest_cache .mypy_cache .ruff_cache bench-results.json
+	rm -rf $(VENV) .fuzz .collection-audit .pytest_cache .mypy_cache .ruff_cache bench-results.json

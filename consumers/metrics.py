@@ -24,6 +24,9 @@ class ConsumerMetrics:
         self.lag = Gauge("collection_audit_consumer_lag", "Records not yet durable (high-water mark - batch start)",
                          ["group", "topic",
                          "partition"], registry=registry)
+        self.last_poll = Gauge("collection_audit_last_poll_timestamp_seconds",
+                               "When the consumer last polled Kafka (unix time): /healthz of the role", ["group"],
+                               registry=registry)
         self.end_to_end = Histogram("collection_audit_end_to_end_seconds",
                                     "Producer accepted the event -> stored (seconds)", ["table"],
                                     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=registry)

@@ -29,7 +29,7 @@ from consumers.reference_tail import ReferenceTail, load_from_clickhouse
 from consumers.store_rows import Enricher, Provenance, dead_letter_row
 from consumers.trail_writer import ACTIONS, ALERTS, DEAD_LETTERS, REFERENCE_EVENTS, TrailWriter
 from deploy.clickhouse_client import connect
-from deploy.migrations import migrate
+from deploy.migrations import ensure_schema
 from deploy.settings import Settings
 from schemas import TOPIC_ACTIONS, TOPIC_ALERTS, TOPIC_DLQ, TOPIC_REFERENCE, value_subject
 from schemas.codec import AvroCodec, DecodeError
@@ -76,6 +76,9 @@ class StoreProcessor:
             decoded = self.codec.decode(value_subject(record.topic), record.value)
         except DecodeError as exc:
             self._dead(record, exc.reason, exc.detail, exc.schema_id)
+            return
+        if record.topic == TOPIC_REFERENCE and not _utf8(record.key):  # the key is stored as the entity key
+            self._dead(record, "BAD_KEY", "the Kafka key is not UTF-8 text", decoded.schema_id)
             return
         problems = record_problems(record.topic, decoded.record)
         if problems:
@@ -208,16 +211,25 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.loop.on_partitions_assigned(list(assigned))
 
 
+def _utf8(key: bytes | None) -> bool:
+    try:
+        (key or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _publish_lag(loop: ConsumerLoop, metrics: ConsumerMetrics) -> None:
+    metrics.last_poll.labels(metrics.group).set_to_current_time()
     for tp, lag in loop.lag().items():
         metrics.lag.labels(metrics.group, tp.topic, str(tp.partition)).set(lag)
 
 
 def run_store(settings: Settings, registry: CollectorRegistry, should_stop: Callable[[], bool],
               client: Client | None = None) -> StoreProcessor:
-    """The store role until `should_stop()`: migrate, then consume, store, commit; drains on stop."""
-    client = client or connect(settings.clickhouse)
-    migrate(client)
+    """The store role until `should_stop()`: ensure the schema, then consume, store, commit; drains on stop."""
+    client = client or connect(settings.clickhouse, **settings.clickhouse_settings())
+    ensure_schema(client, settings.clickhouse_cluster)
     codec = AvroCodec(registry_for(settings.schema_registry_url))
     enricher = Enricher(PiiMasker(settings.pii_key_bytes(), default_region=settings.default_jurisdiction),
                         ReferenceState(), settings.default_jurisdiction)

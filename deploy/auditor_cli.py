@@ -186,7 +186,6 @@ def api(data_dir: Annotated[str | None, typer.Option("--data-dir", help="[env: C
         http_port: Annotated[int | None, typer.Option(help="[default: 8700]")] = None) -> None:
     """Serve the auditor API (/api/v1, OpenAPI at /docs) and its console (/), read-only, over ClickHouse.
     With embedded chDB, one process opens a data directory: run this when `up` is not running."""
-    import threading
     from pathlib import Path
 
     from prometheus_client import CollectorRegistry
@@ -194,22 +193,18 @@ def api(data_dir: Annotated[str | None, typer.Option("--data-dir", help="[env: C
     from deploy.cli import StopFlag, settings_from
     from deploy.clickhouse_client import ClickHouseUnavailable, ClientPool, connect
     from deploy.http_server import HttpServer, create_app
-    from deploy.migrations import migrate
+    from deploy.migrations import MigrationError, ensure_schema
     from schemas.catalog import Catalog
 
     settings = settings_from(data_dir=Path(data_dir) if data_dir else None, http_port=http_port)
     try:
-        migrate(connect(settings.clickhouse))
-    except ClickHouseUnavailable as exc:
-        err.print(f"[red]{exc}[/]")
+        ensure_schema(connect(settings.clickhouse, **settings.clickhouse_settings()), settings.clickhouse_cluster)
+    except (ClickHouseUnavailable, MigrationError) as exc:
+        err.print(f"[red]api cannot start:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
-    app = create_app(Catalog.load(), CollectorRegistry(), trail=ClientPool(settings.clickhouse),
+    trail = ClientPool(settings.clickhouse, **settings.clickhouse_settings())
+    app = create_app(Catalog.load(), CollectorRegistry(), trail=trail, api_per_s=settings.api_requests_per_s,
                      tokens=TokenStore(settings.tokens_path))
-    server = HttpServer(app, settings.http_host, settings.http_port)
-    server.start()
-    err.print(f"auditor API on {settings.api_base_url}/api/v1 (OpenAPI: /docs), console {settings.api_base_url}/ "
-              f"· tokens in {settings.tokens_path} · Ctrl-C stops")
-    stop = StopFlag()
-    while not stop():
-        threading.Event().wait(0.5)
-    server.stop()
+    HttpServer(app, settings.http_host, settings.http_port).serve(StopFlag(), lambda: err.print(
+        f"auditor API on {settings.api_base_url}/api/v1 (OpenAPI: /docs), console {settings.api_base_url}/ "
+        f"· tokens in {settings.tokens_path} · Ctrl-C stops"))

@@ -266,41 +266,98 @@ def produce(
 
 
 @app.command()
+def ingest(bootstrap: Bootstrap = None, data_dir: DataDir = None,
+           http_port: Annotated[int | None, typer.Option(help="HTTP port [default: 8700]")] = None) -> None:
+    """Serve the HTTP ingest endpoint on its own (POST /v1/events, the schema registry, /healthz, /metrics):
+    the `ingest` role of a cluster deployment. Events Kafka cannot take yet wait in the outbox."""
+    from prometheus_client import CollectorRegistry
+
+    from deploy.http_server import HttpServer, create_app, kafka_reachable
+    from producers.metrics import register_producer
+
+    quiet_kafka_logs()
+    settings = settings_from(bootstrap, data_dir=data_dir, http_port=http_port)
+    registry = CollectorRegistry()
+    producer = AuditProducer.from_settings(settings, name="ingest")
+    register_producer(registry, producer, "ingest")
+    app_ = create_app(Catalog.load(), registry, producer=producer, max_body_bytes=settings.ingest_max_body_bytes,
+                      max_events=settings.ingest_max_events, ingest_per_s=settings.ingest_requests_per_s,
+                      health=lambda: {"kafka": kafka_reachable(settings.bootstrap_servers)})
+    HttpServer(app_, settings.http_host, settings.http_port).serve(StopFlag(), lambda: err.print(
+        f"ingest on http://{settings.http_host}:{settings.http_port}/v1/events → Kafka {settings.bootstrap_servers}"
+        " · Ctrl-C stops"))
+    left = producer.close(timeout_s=10)
+    if left:
+        err.print(f"[yellow]{left} events wait in the outbox {settings.outbox_dir}[/] until the next start")
+
+
+@app.command()
 def migrate(clickhouse_url: Annotated[str | None, typer.Option(
         "--clickhouse-url", help="[env: CLICKHOUSE_URL; default: embedded chDB in the data directory]")] = None,
-        data_dir: DataDir = None) -> None:
+        data_dir: DataDir = None,
+        cluster: Annotated[str | None, typer.Option(help="Apply the cluster form (replicated local tables + "
+                           "Distributed tables) for this remote_servers cluster "
+                           "[env: COLLECTION_AUDIT_CLICKHOUSE_CLUSTER]")]
+        = None,
+        replication: Annotated[bool, typer.Option(help="Cluster: Replicated* local engines (off: shards of one "
+                               "replica each)")] = True,
+        distributed_ddl: Annotated[bool, typer.Option(help="Cluster: ON CLUSTER statements (off: apply to the "
+                                   "connected node only, once per node)")] = True,
+        print_only: Annotated[bool, typer.Option("--print", help="Print the statements instead of applying them")]
+        = False) -> None:
     """Apply the ClickHouse migrations of deploy/clickhouse/ that are not applied yet (idempotent)."""
     from deploy.clickhouse_client import ClickHouseUnavailable, connect
-    from deploy.migrations import MigrationError
+    from deploy.cluster_ddl import ClusterDdlError, cluster_statements, ledger_statements
+    from deploy.migrations import MigrationError, load_migrations
     from deploy.migrations import migrate as apply_migrations
 
-    settings = settings_from(clickhouse_url=clickhouse_url, data_dir=data_dir)
+    settings = settings_from(clickhouse_url=clickhouse_url, data_dir=data_dir, clickhouse_cluster=cluster)
+    cluster = settings.clickhouse_cluster or None
     try:
-        applied = apply_migrations(connect(settings.clickhouse))
-    except (ClickHouseUnavailable, MigrationError) as exc:
-        err.print(f"[red]migrate failed:[/] {exc}")
+        if print_only:
+            statements = [s for m in load_migrations() for s in m.statements()]
+            if cluster is not None:
+                statements = (ledger_statements(cluster, replicated=replication, distributed_ddl=distributed_ddl)
+                              + cluster_statements(statements, cluster, replicated=replication,
+                                                   distributed_ddl=distributed_ddl))
+            out.print(";\n\n".join(statements) + ";", markup=False, highlight=False, soft_wrap=True)
+            return
+        applied = apply_migrations(connect(settings.clickhouse, **settings.clickhouse_settings()), cluster=cluster,
+                                   replicated=replication, distributed_ddl=distributed_ddl)
+    except (ClickHouseUnavailable, MigrationError, ClusterDdlError) as exc:
+        err.print(f"[red]migrate failed:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
+    where = f" on cluster {cluster}" if cluster else ""
     for migration in applied:
-        err.print(f"applied {migration.version:04d}_{migration.name}")
-    err.print("schema up to date" if not applied else f"{len(applied)} migration(s) applied")
+        err.print(f"applied {migration.version:04d}_{migration.name}{where}")
+    err.print("schema up to date" if not applied else f"{len(applied)} migration(s) applied{where}")
 
 
 @app.command()
 def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
           clickhouse_url: Annotated[str | None, typer.Option("--clickhouse-url", help="[env: CLICKHOUSE_URL]")] = None,
-          metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics on this port")] = None) -> None:
+          metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics and /healthz on this port")]
+          = None) -> None:
     """Run the store consumer: every event enriched, hash-chained and stored in ClickHouse once."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
-    from consumers.store_consumer import run_store
+    from consumers.store_consumer import GROUP, run_store
+    from deploy.clickhouse_client import ClickHouseUnavailable
+    from deploy.http_server import polling_health, serve_operations
+    from deploy.migrations import MigrationError
 
     quiet_kafka_logs()
     settings = settings_from(bootstrap, data_dir=data_dir, clickhouse_url=clickhouse_url)
     registry = CollectorRegistry()
     if metrics_port:
-        start_http_server(metrics_port, addr=settings.http_host, registry=registry)
+        serve_operations(settings, registry, metrics_port, polling_health(
+            registry, "collection_audit_last_poll_timestamp_seconds", {"group": GROUP}))
     stop = StopFlag()
-    processor = run_store(settings, registry, stop)
+    try:
+        processor = run_store(settings, registry, stop)
+    except (ClickHouseUnavailable, MigrationError) as exc:
+        err.print(f"[red]store cannot start:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
     err.print(f"store stopped; {processor.pending()} records were left unstored (they will be replayed)")
 
 
@@ -406,14 +463,20 @@ def schemas_register(url: Annotated[str | None, typer.Option(help="[env: SCHEMA_
 @topics_app.command("apply")
 def topics_apply(bootstrap: Bootstrap = None,
                  single_node: Annotated[bool, typer.Option(help="Replication 1 (one broker)")] = False) -> None:
-    """Create missing topics from deploy/kafka/topics.toml (idempotent)."""
+    """Make Kafka match deploy/kafka/topics.toml: create missing topics, set differing configs (idempotent);
+    exits 1 on drift it will not fix (a partition count)."""
     from deploy.topics import apply_topics, load_topic_specs
 
     settings = settings_from(bootstrap)
-    created = apply_topics(settings.kafka_client_config(), load_topic_specs(),
-                           single_node=single_node or settings.embedded_broker)
-    err.print(f"created: {', '.join(created)}" if created else "all topics exist")
-
+    report = apply_topics(settings.kafka_client_config(), load_topic_specs(),
+                          single_node=single_node or settings.embedded_broker)
+    for name, configs in report.altered.items():
+        err.print(f"altered {name}: " + ", ".join(f"{k}={v}" for k, v in configs.items()))
+    for problem in report.problems:
+        err.print(f"[yellow]drift:[/] {problem}")
+    err.print(f"created: {', '.join(report.created)}" if report.created else "all topics exist")
+    if report.problems:
+        raise typer.Exit(1)
 
 if __name__ == "__main__":
     app()

@@ -8,6 +8,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlparse
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -18,11 +19,17 @@ class ClickHouseUnavailable(RuntimeError):
 
 
 def connect(url: str, **settings: Any) -> Client:
-    """A client for `url`: `chdb:///abs/dir` or `http(s)://user:password@host:port`. Datetimes come
-    back timezone-aware (UTC), whatever the host's zone, so they compare and hash like what we wrote."""
+    """A client for `url`: `chdb:///abs/dir[?engine-option=value...]` (e.g. `config-file=/etc/x.xml`)
+    or `http(s)://user:password@host:port`. Datetimes come back timezone-aware (UTC), whatever the
+    host's zone, so they compare and hash like what we wrote."""
     if not url.startswith(("chdb:", "http://", "https://")):
         raise ValueError(f"CLICKHOUSE_URL {url!r}: expected chdb:///path or http(s)://host:port")
     try:
+        if url.startswith("chdb:") and "?" in url:  # engine options: clickhouse-connect's DSN parser drops them
+            base, query = url.split("?", 1)
+            return clickhouse_connect.get_client(interface="chdb", path=urlparse(base).path,
+                                                 chdb_options=dict(parse_qsl(query)), settings=settings or None,
+                                                 tz_mode="aware")
         return clickhouse_connect.get_client(dsn=url, settings=settings or None, tz_mode="aware")
     except Exception as exc:  # connection refused, bad credentials, engine path in use...
         raise ClickHouseUnavailable(f"cannot reach ClickHouse at {redact(url)}: {exc}") from exc
@@ -41,8 +48,9 @@ class ClientPool:
     """Clients for concurrent readers (API requests): a chDB handle or HTTP session serves one query
     at a time, and an open result stream holds it until the stream is consumed."""
 
-    def __init__(self, url: str, size: int = 4) -> None:
+    def __init__(self, url: str, size: int = 4, **settings: Any) -> None:
         self.url = url
+        self.settings = settings
         self._idle: queue.LifoQueue[Client] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(size)
 
@@ -53,7 +61,7 @@ class ClientPool:
             try:
                 client = self._idle.get_nowait()
             except queue.Empty:
-                client = connect(self.url)
+                client = connect(self.url, **self.settings)
             yield client
             self._idle.put(client)
         finally:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from deploy.auditor.access_log import writer as access_log_writer
 from deploy.auditor.api import auditor_router
 from deploy.auditor.tokens import TokenStore
 from deploy.clickhouse_client import ClientPool
+from deploy.embedded_broker import port_open
+from deploy.rate_limit import RateLimiter, RateLimitMiddleware
+from deploy.settings import Settings
 from producers.http_ingest import ingest_router
 from producers.sdk import AuditProducer
 from schemas.catalog import Catalog
@@ -30,15 +34,16 @@ CONSOLE_DIR = Path(__file__).parent / "auditor" / "console"
 def create_app(catalog: Catalog, metrics: CollectorRegistry, *, producer: AuditProducer | None = None,
                max_body_bytes: int = 8 * 1024 * 1024, max_events: int = 10_000,
                health: HealthCheck | None = None, trail: ClientPool | None = None,
-               tokens: TokenStore | None = None) -> FastAPI:
+               tokens: TokenStore | None = None, ingest_per_s: float = 0.0, api_per_s: float = 0.0) -> FastAPI:
     """The app; with `trail` and `tokens`, also the auditor API (/api/v1) and its console (/)."""
     app = FastAPI(title="collection-audit", version="0.1.0",
                   description="Audit trail and compliance monitor for debt collection.")
     app.include_router(registry_router(catalog))
     if producer is not None:
         app.include_router(ingest_router(producer, max_body_bytes, max_events))
+        app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(ingest_per_s), prefix="/v1/events", what="ingest")
     if trail is not None and tokens is not None:
-        app.include_router(auditor_router(trail, tokens))
+        app.include_router(auditor_router(trail, tokens, RateLimiter(api_per_s)))
         app.add_middleware(AccessLogMiddleware, write=access_log_writer(trail.borrow))
         app.mount("/console", StaticFiles(directory=CONSOLE_DIR), name="console")
 
@@ -58,6 +63,36 @@ def create_app(catalog: Catalog, metrics: CollectorRegistry, *, producer: AuditP
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def kafka_reachable(bootstrap_servers: str) -> bool:
+    """Whether any bootstrap server accepts a TCP connection (a cheap liveness signal, not a metadata call)."""
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if port.isdigit() and port_open(host or "127.0.0.1", int(port)):
+            return True
+    return False
+
+
+def polling_health(metrics: CollectorRegistry, sample: str, labels: dict[str, str] | None = None,
+                   startup_grace_s: float = 300.0, max_age_s: float = 120.0) -> HealthCheck:
+    """/healthz of a consumer role: healthy while its loop keeps polling Kafka (it keeps polling while
+    ClickHouse is down and it backs off, so an outage elsewhere does not get it restarted)."""
+    started = time.time()
+
+    def check() -> dict[str, bool]:
+        last = metrics.get_sample_value(sample, labels or {})
+        if last is None:
+            return {"consumer_polling": time.time() - started < startup_grace_s}
+        return {"consumer_polling": time.time() - last < max_age_s}
+    return check
+
+
+def serve_operations(settings: Settings, metrics: CollectorRegistry, port: int, health: HealthCheck) -> HttpServer:
+    """/metrics and /healthz of a role without other HTTP duties (store, rules), on `port`."""
+    server = HttpServer(create_app(Catalog.load(), metrics, health=health), settings.http_host, port)
+    server.start()
+    return server
 
 
 class HttpServer:
@@ -83,3 +118,13 @@ class HttpServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(10)
+
+    def serve(self, should_stop: Callable[[], bool], on_started: Callable[[], object] = lambda: None) -> None:
+        """A role's main loop: start, serve until `should_stop()`, stop."""
+        self.start()
+        try:
+            on_started()
+            while not should_stop():
+                time.sleep(0.5)
+        finally:
+            self.stop()

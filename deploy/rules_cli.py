@@ -20,22 +20,24 @@ SEVERITY_STYLE = {"CRITICAL": "bold white on red", "HIGH": "bold red", "MEDIUM":
 @rules_app.callback(invoke_without_command=True)
 def rules(ctx: typer.Context,
           bootstrap: Annotated[str | None, typer.Option("--bootstrap", help="[env: KAFKA_BOOTSTRAP_SERVERS]")] = None,
-          metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics on this port")] = None,
+          metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics and /healthz on this port")] = None,
           alertmanager_url: Annotated[str | None, typer.Option(help="[env: COLLECTION_AUDIT_ALERTMANAGER_URL]")]
           = None) -> None:
     """Run the rule consumer: judge every action, emit alerts to collection.alerts and on-call."""
     if ctx.invoked_subcommand is not None:
         return
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     from consumers.rule_consumer import run_rules
     from deploy.cli import StopFlag, quiet_kafka_logs, settings_from
+    from deploy.http_server import polling_health, serve_operations
 
     quiet_kafka_logs()
     settings = settings_from(bootstrap, alertmanager_url=alertmanager_url)
     registry = CollectorRegistry()
     if metrics_port:
-        start_http_server(metrics_port, addr=settings.http_host, registry=registry)
+        serve_operations(settings, registry, metrics_port,
+                         polling_health(registry, "collection_audit_rules_last_poll_timestamp_seconds"))
     run_rules(settings, registry, StopFlag(), on_ready=lambda: err.print("rule consumer running (Ctrl-C stops)"))
 
 

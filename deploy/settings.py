@@ -42,6 +42,9 @@ class Settings:
     schema_registry_url: str = ""
     # ClickHouse: empty means embedded chDB in DATA_DIR/clickhouse.
     clickhouse_url: str = ""
+    # A ClickHouse cluster's name (remote_servers): tables are Distributed over replicated locals
+    # (`migrate --cluster`); writers insert synchronously to a quorum and read the replica they wrote.
+    clickhouse_cluster: str = ""
     # Key for PII hashes (hex, >= 32 hex digits). Empty in embedded mode: generated once into
     # DATA_DIR/pii.key; required with a ClickHouse server.
     pii_key: str = field(default="", repr=False)
@@ -66,6 +69,10 @@ class Settings:
     http_port: int = 8700
     ingest_max_body_bytes: int = 8 * 1024 * 1024
     ingest_max_events: int = 10_000
+    # Requests per second (bursts of twice that): ingest per client address, the auditor API per token.
+    # 0 disables a limit.
+    ingest_requests_per_s: float = 50.0
+    api_requests_per_s: float = 20.0
     producer_delivery_timeout_s: float = 15.0
 
     @property
@@ -92,6 +99,15 @@ class Settings:
     def clickhouse(self) -> str:
         """The ClickHouse URL in force: CLICKHOUSE_URL, or embedded chDB under the data directory."""
         return self.clickhouse_url or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    def clickhouse_settings(self) -> dict[str, Any]:
+        """Session settings for every client. On a cluster an insert returns only once every shard
+        has it on a majority of its replicas (foreground Distributed insert + quorum), and reads and
+        writes prefer the replicas in configuration order, so the store's "already stored?" check
+        reads what it wrote."""
+        if not self.clickhouse_cluster:
+            return {}
+        return {"distributed_foreground_insert": 1, "insert_quorum": "auto", "load_balancing": "in_order"}
 
     def pii_key_bytes(self) -> bytes:
         """The PII hashing key; in embedded mode generated once and kept in DATA_DIR/pii.key (0600)."""

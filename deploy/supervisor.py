@@ -24,9 +24,9 @@ from prometheus_client import CollectorRegistry
 from consumers.store_consumer import run_store
 from deploy.auditor.tokens import TokenStore
 from deploy.clickhouse_client import ClientPool, connect
-from deploy.embedded_broker import EmbeddedBroker, port_open
-from deploy.http_server import HttpServer, create_app
-from deploy.migrations import migrate
+from deploy.embedded_broker import EmbeddedBroker
+from deploy.http_server import HttpServer, create_app, kafka_reachable
+from deploy.migrations import ensure_schema
 from deploy.settings import Settings
 from deploy.topics import apply_topics, load_topic_specs
 from producers.metrics import register_producer
@@ -56,18 +56,23 @@ class EmbeddedStack:
             if s.embedded_broker:
                 self.broker = EmbeddedBroker(s.kafka_port, s.data_dir / "logs" / "broker.log")
                 self.broker.start()
-            apply_topics(s.kafka_client_config(), load_topic_specs(), single_node=s.embedded_broker)
+            topics = apply_topics(s.kafka_client_config(), load_topic_specs(), single_node=s.embedded_broker)
+            for problem in topics.problems:
+                log.warning("topic drift: %s", problem)
             self.with_store = with_store
             if with_store:
-                migrate(connect(s.clickhouse))  # before the API can be asked anything
+                # before the API can be asked anything
+                ensure_schema(connect(s.clickhouse, **s.clickhouse_settings()), s.clickhouse_cluster)
                 self._start_store()
             if with_rules:
                 self._start_rules()
             self.producer = AuditProducer.from_settings(s, name="ingest")
             register_producer(self.metrics, self.producer, "ingest")
+            trail = ClientPool(s.clickhouse, **s.clickhouse_settings()) if with_store else None
             app = create_app(Catalog.load(), self.metrics, producer=self.producer,
                              max_body_bytes=s.ingest_max_body_bytes, max_events=s.ingest_max_events,
-                             health=self.health, trail=ClientPool(s.clickhouse) if with_store else None,
+                             health=self.health, trail=trail, ingest_per_s=s.ingest_requests_per_s,
+                             api_per_s=s.api_requests_per_s,
                              tokens=TokenStore(s.tokens_path))
             self.http = HttpServer(app, s.http_host, s.http_port)
             self.http.start()
@@ -76,7 +81,7 @@ class EmbeddedStack:
             raise
 
     def _start_store(self) -> None:
-        client = connect(self.settings.clickhouse)
+        client = connect(self.settings.clickhouse, **self.settings.clickhouse_settings())
         self.store_thread = _role_thread(
             "store", lambda: run_store(self.settings, self.metrics, self._store_stop.is_set, client))
 
@@ -100,8 +105,7 @@ class EmbeddedStack:
         return self.metrics.get_sample_value("collection_audit_stored_total", {"table": table}) or 0.0
 
     def health(self) -> dict[str, bool]:
-        host, _, port = self.settings.bootstrap_servers.split(",")[0].rpartition(":")
-        checks = {"kafka": port_open(host or "127.0.0.1", int(port))}
+        checks = {"kafka": kafka_reachable(self.settings.bootstrap_servers)}
         if self.broker is not None:
             checks["embedded_broker"] = self.broker.running()
         if self.store_thread is not None:

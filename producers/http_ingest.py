@@ -37,6 +37,13 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 def parse_body(body: bytes) -> list[Any]:
     """The events of a body: a JSON array, a single object, or JSON lines. ValueError if none."""
+    try:
+        return _parse_body(body)
+    except RecursionError:  # json refuses nesting deeper than the interpreter's recursion limit
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _parse_body(body: bytes) -> list[Any]:
     text = body.decode("utf-8")  # UnicodeDecodeError is a ValueError
     stripped = text.lstrip()
     if not stripped:

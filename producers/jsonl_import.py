@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from schemas.contract import EventRejected, FieldError, ValidatedEvent, parse_event
+from schemas.contract import NOT_UNICODE, EventRejected, FieldError, ValidatedEvent, parse_event
 
 # Namespace for event ids derived from imported lines (uuid5 of the canonical JSON of the event).
 IMPORT_NAMESPACE = uuid.UUID("6f1c2a52-4d0e-4c5e-9a7e-2f2b8c3d9e10")
@@ -47,8 +47,13 @@ def parse_line(raw: bytes) -> ValidatedEvent:
         event = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EventRejected([FieldError("(line)", f"not valid JSON: {exc}")]) from None
+    except RecursionError:
+        raise EventRejected([FieldError("(line)", "JSON nested too deeply")]) from None
     if isinstance(event, dict) and "event_id" not in event:
-        event = {**event, "event_id": derived_event_id(event)}
+        try:
+            event = {**event, "event_id": derived_event_id(event)}
+        except UnicodeEncodeError:  # a lone surrogate escape somewhere in the line
+            raise EventRejected([FieldError("(line)", f"a text {NOT_UNICODE}")]) from None
     return parse_event(event)
 
 

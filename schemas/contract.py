@@ -166,6 +166,9 @@ class _Checker:
         if not isinstance(value, str):
             self.fail(field, f"must be a string, got {type(value).__name__}")
             return None
+        if not _valid_unicode(value):
+            self.fail(field, NOT_UNICODE)
+            return None
         if required and not value.strip():
             self.fail(field, "must not be empty")
             return None
@@ -218,6 +221,9 @@ class _Checker:
         if not future_ok and instant > self.now + MAX_FUTURE:
             self.fail(field, f"{text!r} is more than {MAX_FUTURE} in the future (clock skew?)")
             return None
+        if instant >= _STORABLE_INSTANTS[1]:
+            self.fail(field, f"{text!r} is after {_STORABLE_INSTANTS[1].date()}, the latest moment the trail stores")
+            return None
         return to_micros(instant), offset
 
     def day(self, field: str) -> int | None:
@@ -227,10 +233,15 @@ class _Checker:
         try:
             if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
                 raise ValueError
-            return (date.fromisoformat(text) - _EPOCH_DATE).days
+            day = date.fromisoformat(text)
         except ValueError:
             self.fail(field, f"{text!r} is not a date in YYYY-MM-DD form")
             return None
+        if not _STORABLE_DATES[0] <= day <= _STORABLE_DATES[1]:
+            low, high = _STORABLE_DATES
+            self.fail(field, f"{text!r} is outside {low}..{high}, the dates the trail stores")
+            return None
+        return (day - _EPOCH_DATE).days
 
     def attributes(self) -> dict[str, str]:
         value = self.obj.get("attributes")
@@ -245,6 +256,9 @@ class _Checker:
         bad = [k for k, v in value.items() if not isinstance(k, str) or not isinstance(v, str)]
         if bad:
             self.fail("attributes", f"values must be strings (offending keys: {', '.join(map(str, bad[:5]))})")
+            return {}
+        if not all(_valid_unicode(k) and _valid_unicode(v) for k, v in value.items()):
+            self.fail("attributes", NOT_UNICODE)
             return {}
         return dict(value)
 
@@ -361,6 +375,18 @@ def _reference_cross_problems(record: Mapping[str, Any]) -> list[FieldError]:
             and record["valid_to"] <= record["valid_from"]:
         problems.append(FieldError("valid_to", "must be after valid_from"))
     return problems
+
+
+NOT_UNICODE = "is not valid Unicode: it holds a lone surrogate (a \\udXXX escape without its pair)"
+
+
+def _valid_unicode(text: str) -> bool:
+    """JSON allows lone surrogate escapes; Avro strings (UTF-8) cannot hold them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _blank(value: Any) -> bool:

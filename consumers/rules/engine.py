@@ -42,6 +42,19 @@ _QUALIFICATION = ("agency_licence", "collector_certification")
 LATE_REFERENCE_HORIZON = timedelta(days=8)  # how far back a late reference event re-judges actions
 
 
+def state_horizon(ruleset: Ruleset) -> timedelta:
+    """How far back per-debtor state must reach: the longest rule window plus the late-reference
+    horizon. The rule consumer rebuilds state by replaying collection.actions, so the topic's
+    retention must be at least this (tests/deploy/test_topics.py checks deploy/kafka/topics.toml)."""
+    longest = timedelta(days=1)
+    for rule in ruleset.rules:
+        for clauses in rule.profiles.values():
+            for c in clauses:
+                longest = max(longest, timedelta(days=c.window_local_days + 1), timedelta(hours=c.within_hours),
+                              timedelta(days=c.within_local_days + 1))
+    return longest + LATE_REFERENCE_HORIZON
+
+
 @dataclass(frozen=True)
 class Finding:
     trigger: View | dict[str, Any]  # the event the alert is about
@@ -88,7 +101,7 @@ class RuleEngine:
         self._open: dict[tuple[str, str, str | None], list[_Timer]] = {}
         self._seq = itertools.count()
         self._class_filters = ruleset.classes
-        self._retention = self._longest_window() + LATE_REFERENCE_HORIZON
+        self._retention = state_horizon(ruleset)
         self._allow = {r.id: Lexicon((("allow", p) for p in r.allow_phrases), lexicon.normalize)
                        for r in ruleset.rules if r.allow_phrases}
         self._since_sweep = 0
@@ -531,15 +544,6 @@ class RuleEngine:
         return alerts
 
     # -- housekeeping ------------------------------------------------------------------------------
-
-    def _longest_window(self) -> timedelta:
-        longest = timedelta(days=1)
-        for rule in self.ruleset.rules:
-            for clauses in rule.profiles.values():
-                for c in clauses:
-                    longest = max(longest, timedelta(days=c.window_local_days + 1), timedelta(hours=c.within_hours),
-                                  timedelta(days=c.within_local_days + 1))
-        return longest
 
     def _sweep(self) -> None:
         self._since_sweep += 1

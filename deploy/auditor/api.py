@@ -10,6 +10,7 @@ limits (range, page size, export rows) are in queries.py and answered with 422 a
 import csv
 import io
 import json
+import math
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
@@ -28,6 +29,7 @@ from deploy.auditor.chain_verify import verify_trail
 from deploy.auditor.queries import Filters, Listing, QueryError, Sql
 from deploy.auditor.tokens import PERMISSIONS, Principal, TokenError, TokenStore
 from deploy.clickhouse_client import ClientPool
+from deploy.rate_limit import RateLimiter
 
 FORMATS = ("json", "csv", "parquet")
 MAX_PROBLEMS = 10_000
@@ -61,7 +63,8 @@ def _csv_cell(value: Any) -> Any:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, list | dict) else value
 
 
-def auditor_router(pool: ClientPool, tokens: TokenStore) -> APIRouter:
+def auditor_router(pool: ClientPool, tokens: TokenStore, limiter: RateLimiter | None = None) -> APIRouter:
+    limiter = limiter or RateLimiter(0)
     router = APIRouter(prefix="/api/v1", tags=["auditor"])
     caps = daily_caps()
 
@@ -78,6 +81,11 @@ def auditor_router(pool: ClientPool, tokens: TokenStore) -> APIRouter:
             request.state.token_problem = "(refused token)"
             raise HTTPException(401, f"token refused: {exc}", headers={"WWW-Authenticate": "Bearer"}) from None
         request.state.principal = who
+        wait = limiter.retry_after(who.name)
+        if wait:  # per token, after it is known: the access log names who was refused
+            raise HTTPException(429, f"too many requests for token {who.name!r}: at most {limiter.per_second:g} per "
+                                f"second (bursts of {limiter.burst:g}); retry after {math.ceil(wait)} s",
+                                headers={"Retry-After": str(math.ceil(wait))})
         return who
 
     def allowed(permission: str) -> Callable[[Principal], Principal]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ MAX_EXPORT_ROWS = 1_000_000
 MAX_REPORT_ROWS = 100_000  # per JSON answer; a download holds up to MAX_EXPORT_ROWS
 DEFAULT_REPORT_ROWS = 1_000
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+MIN_MOMENT, MAX_MOMENT = datetime(1900, 1, 1, tzinfo=UTC), datetime(2262, 4, 11, tzinfo=UTC)  # DateTime64(6)
 # FINAL per partition: an event_id's copies share occurred_at, so they share a month partition
 FINAL_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
 
@@ -43,8 +45,8 @@ class Filters:
 
     @classmethod
     def build(cls, start: datetime | None, end: datetime | None, **values: str | None) -> Filters:
-        end = _utc(end) if end else datetime.now(UTC)
-        start = _utc(start) if start else end - DEFAULT_RANGE
+        end = _in_range("to", end) if end else datetime.now(UTC)
+        start = _in_range("from", start) if start else max(end - DEFAULT_RANGE, MIN_MOMENT)
         if start >= end:
             raise QueryError(f"'from' ({start.isoformat()}) must be before 'to' ({end.isoformat()})")
         if end - start > MAX_RANGE:
@@ -57,6 +59,16 @@ class Filters:
         if severity is not None and severity not in SEVERITIES:
             raise QueryError(f"'severity' must be one of {', '.join(SEVERITIES)}")
         return cls(start, end, **{k: v or None for k, v in values.items()})
+
+
+def _in_range(name: str, moment: datetime) -> datetime:
+    try:
+        moment = _utc(moment)
+    except OverflowError:  # year 1 or 9999 with an offset
+        moment = MIN_MOMENT - timedelta(days=1)
+    if not MIN_MOMENT <= moment < MAX_MOMENT:
+        raise QueryError(f"'{name}' must be between {MIN_MOMENT.date()} and {MAX_MOMENT.date()}")
+    return moment
 
 
 def _utc(moment: datetime) -> datetime:
@@ -109,11 +121,16 @@ def encode_cursor(moment: datetime, row_id: Any) -> str:
     return base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str, id_type: str = "String") -> tuple[datetime, str]:
+    """The sort key a cursor carries, checked as the query will bind it (a forged cursor is a 422)."""
     try:
         moment, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(moment), str(row_id)
-    except (ValueError, TypeError):
+        moment = _utc(datetime.fromisoformat(moment))
+        row_id = str(uuid.UUID(row_id)) if id_type == "UUID" else str(row_id)
+        if not MIN_MOMENT <= moment < MAX_MOMENT or not row_id.isprintable() or len(row_id) > 128:
+            raise ValueError
+        return moment, row_id
+    except (ValueError, TypeError, AttributeError, OverflowError):
         raise QueryError("'cursor' is not one this API returned") from None
 
 
@@ -135,7 +152,7 @@ def list_query(listing: Listing, filters: Filters, *, limit: int | None, cursor:
     parameters: dict[str, Any] = {}
     where = _where(listing, filters, parameters)
     if cursor:
-        moment, row_id = decode_cursor(cursor)
+        moment, row_id = decode_cursor(cursor, listing.id_type)
         where.append(f"({listing.time_column}, {listing.id_column}) > "
                      f"({{cursor_time:DateTime64(6, 'UTC')}}, {{cursor_id:{listing.id_type}}})")
         parameters.update(cursor_time=moment, cursor_id=row_id)

@@ -216,3 +216,25 @@ def test_bad_records_land_in_the_dead_letter_queue_with_distinct_reasons(stack: 
     dlq = read_topic(stack.settings.bootstrap_servers, "collection.dlq", {"collection.actions/" + str(p)
                      for p in range(6)}, 4, timeout_s=10)
     assert {r["reason"] for _, r in dlq} >= set(values)
+
+
+def test_a_reference_event_with_a_key_that_is_not_text_is_dead_lettered_and_the_partition_flows(
+        stack: EmbeddedStack, clickhouse: Client) -> None:
+    codec = AvroCodec(CatalogRegistry(Catalog.load()))
+    debtor = f"D-KEY-{RUN}"
+    profile = parse_event({"kind": "DEBTOR_PROFILE", "occurred_at": "2024-05-01T09:00:00+08:00",
+                           "source_system": "crm", "debtor_id": debtor, "timezone": "Asia/Shanghai"})
+    value = codec.encode("collection.reference-value", profile.record)
+    producer = KafkaProducer(bootstrap_servers=stack.settings.bootstrap_servers)
+    producer.send("collection.reference", key=b"\xff\xfe" + debtor.encode(), value=value, partition=0)
+    producer.send("collection.reference", key=debtor.encode(), value=value, partition=0)  # behind it
+    producer.flush()
+    producer.close()
+    assert wait_until(lambda: count(clickhouse, "audit.reference_events", f"entity_key = '{debtor}'") == 1,
+                      timeout_s=30), "the partition must keep flowing past the bad key"
+
+    def dead() -> list[tuple[str]]:  # the batch's dead letters are inserted after its rows
+        return clickhouse.query("SELECT reason FROM audit.dead_letters WHERE source_topic = 'collection.reference' "
+                                "AND raw_key_base64 = base64Encode({k:String})",
+                                parameters={"k": b"\xff\xfe" + debtor.encode()}).result_rows
+    assert wait_until(lambda: dead() == [("BAD_KEY",)], timeout_s=10), dead()

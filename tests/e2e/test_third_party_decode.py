@@ -54,7 +54,7 @@ def _decode_with_confluent(bootstrap: str, registry_url: str, keys: set[str], ex
     try:
         while len(found) < expected and time.monotonic() < deadline:
             message = consumer.poll(0.5)
-            if message is None or message.error() or message.key().decode() not in keys:
+            if message is None or message.error() or message.key().decode(errors="replace") not in keys:
                 continue
             found.append(deserialize(message.value(), SerializationContext(message.topic(), MessageField.VALUE)))
     finally:

@@ -28,7 +28,7 @@ from consumers.reference_state import ReferenceState
 from consumers.reference_tail import ReferenceTail, load_from_clickhouse
 from consumers.store_rows import Enricher, Provenance, dead_letter_row
 from consumers.trail_writer import ACTIONS, ALERTS, DEAD_LETTERS, REFERENCE_EVENTS, TrailWriter
-from deploy.clickhouse_client import connect
+from deploy.clickhouse_client import trail_client
 from deploy.migrations import ensure_schema
 from deploy.settings import Settings
 from schemas import TOPIC_ACTIONS, TOPIC_ALERTS, TOPIC_DLQ, TOPIC_REFERENCE, value_subject
@@ -228,7 +228,7 @@ def _publish_lag(loop: ConsumerLoop, metrics: ConsumerMetrics) -> None:
 def run_store(settings: Settings, registry: CollectorRegistry, should_stop: Callable[[], bool],
               client: Client | None = None) -> StoreProcessor:
     """The store role until `should_stop()`: ensure the schema, then consume, store, commit; drains on stop."""
-    client = client or connect(settings.clickhouse, **settings.clickhouse_settings())
+    client = client or trail_client(settings)
     ensure_schema(client, settings.clickhouse_cluster)
     codec = AvroCodec(registry_for(settings.schema_registry_url))
     enricher = Enricher(PiiMasker(settings.pii_key_bytes(), default_region=settings.default_jurisdiction),

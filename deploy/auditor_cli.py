@@ -8,6 +8,7 @@ import json
 import sys
 from datetime import timedelta
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
@@ -136,7 +137,7 @@ def query_actions(since: Since = None, until: Until = None, agency: Agency = Non
 def query_timeline(debtor: str, since: Since = None, until: Until = None,
                    limit: Annotated[int, typer.Option()] = 500, output: Output = "table") -> None:
     """A debtor's actions, reference events and alerts in event time, with debtor-local times."""
-    body = _get(f"/debtors/{debtor}/timeline", {"from": since, "to": until, "limit": limit})
+    body = _get(f"/debtors/{quote(debtor, safe='')}/timeline", {"from": since, "to": until, "limit": limit})
     _print_page(body, output, None if output != "table" else [
         "local_time", "kind", "type", "channel", "agency_id", "collector_id", "severity", "text"])
 
@@ -191,18 +192,18 @@ def api(data_dir: Annotated[str | None, typer.Option("--data-dir", help="[env: C
     from prometheus_client import CollectorRegistry
 
     from deploy.cli import StopFlag, settings_from
-    from deploy.clickhouse_client import ClickHouseUnavailable, ClientPool, connect
+    from deploy.clickhouse_client import ClickHouseUnavailable, ClientPool, trail_client
     from deploy.http_server import HttpServer, create_app
     from deploy.migrations import MigrationError, ensure_schema
     from schemas.catalog import Catalog
 
     settings = settings_from(data_dir=Path(data_dir) if data_dir else None, http_port=http_port)
     try:
-        ensure_schema(connect(settings.clickhouse, **settings.clickhouse_settings()), settings.clickhouse_cluster)
+        ensure_schema(trail_client(settings), settings.clickhouse_cluster)
     except (ClickHouseUnavailable, MigrationError) as exc:
         err.print(f"[red]api cannot start:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
-    trail = ClientPool(settings.clickhouse, **settings.clickhouse_settings())
+    trail = ClientPool.for_trail(settings)
     app = create_app(Catalog.load(), CollectorRegistry(), trail=trail, api_per_s=settings.api_requests_per_s,
                      tokens=TokenStore(settings.tokens_path))
     HttpServer(app, settings.http_host, settings.http_port).serve(StopFlag(), lambda: err.print(

@@ -306,7 +306,7 @@ def migrate(clickhouse_url: Annotated[str | None, typer.Option(
         print_only: Annotated[bool, typer.Option("--print", help="Print the statements instead of applying them")]
         = False) -> None:
     """Apply the ClickHouse migrations of deploy/clickhouse/ that are not applied yet (idempotent)."""
-    from deploy.clickhouse_client import ClickHouseUnavailable, connect
+    from deploy.clickhouse_client import ClickHouseUnavailable, trail_client
     from deploy.cluster_ddl import ClusterDdlError, cluster_statements, ledger_statements
     from deploy.migrations import MigrationError, load_migrations
     from deploy.migrations import migrate as apply_migrations
@@ -322,7 +322,7 @@ def migrate(clickhouse_url: Annotated[str | None, typer.Option(
                                                    distributed_ddl=distributed_ddl))
             out.print(";\n\n".join(statements) + ";", markup=False, highlight=False, soft_wrap=True)
             return
-        applied = apply_migrations(connect(settings.clickhouse, **settings.clickhouse_settings()), cluster=cluster,
+        applied = apply_migrations(trail_client(settings), cluster=cluster,
                                    replicated=replication, distributed_ddl=distributed_ddl)
     except (ClickHouseUnavailable, MigrationError, ClusterDdlError) as exc:
         err.print(f"[red]migrate failed:[/] {exc}", soft_wrap=True)

@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl, urlparse
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from deploy.settings import Settings
+
 
 class ClickHouseUnavailable(RuntimeError):
     pass
@@ -35,6 +37,11 @@ def connect(url: str, **settings: Any) -> Client:
         raise ClickHouseUnavailable(f"cannot reach ClickHouse at {redact(url)}: {exc}") from exc
 
 
+def trail_client(settings: Settings) -> Client:
+    """A client on the trail the settings name, with the session settings of its layout (cluster or not)."""
+    return connect(settings.clickhouse, **settings.clickhouse_settings())
+
+
 def redact(url: str) -> str:
     """The URL without a password, for messages and logs."""
     if "@" not in url or "://" not in url:
@@ -47,6 +54,10 @@ def redact(url: str) -> str:
 class ClientPool:
     """Clients for concurrent readers (API requests): a chDB handle or HTTP session serves one query
     at a time, and an open result stream holds it until the stream is consumed."""
+
+    @classmethod
+    def for_trail(cls, settings: Settings) -> ClientPool:
+        return cls(settings.clickhouse, **settings.clickhouse_settings())
 
     def __init__(self, url: str, size: int = 4, **settings: Any) -> None:
         self.url = url

@@ -20,7 +20,7 @@ from deploy.auditor.api import auditor_router
 from deploy.auditor.tokens import TokenStore
 from deploy.clickhouse_client import ClientPool
 from deploy.embedded_broker import port_open
-from deploy.rate_limit import RateLimiter, RateLimitMiddleware
+from deploy.rate_limit import RateLimiter
 from deploy.settings import Settings
 from producers.http_ingest import ingest_router
 from producers.sdk import AuditProducer
@@ -40,8 +40,7 @@ def create_app(catalog: Catalog, metrics: CollectorRegistry, *, producer: AuditP
                   description="Audit trail and compliance monitor for debt collection.")
     app.include_router(registry_router(catalog))
     if producer is not None:
-        app.include_router(ingest_router(producer, max_body_bytes, max_events))
-        app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(ingest_per_s), prefix="/v1/events", what="ingest")
+        app.include_router(ingest_router(producer, max_body_bytes, max_events, RateLimiter(ingest_per_s)))
     if trail is not None and tokens is not None:
         app.include_router(auditor_router(trail, tokens, RateLimiter(api_per_s)))
         app.add_middleware(AccessLogMiddleware, write=access_log_writer(trail.borrow))

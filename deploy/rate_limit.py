@@ -1,20 +1,19 @@
 """Request rate limits: a token bucket per client, answered with 429 and Retry-After when empty.
 
-The auditor API counts per token once the token is known (deploy/auditor/api.py: one busy auditor
-does not starve the others, a stolen token cannot pull the trail at full speed, and the access log
-names who was refused); ingest counts per client address (this middleware). 0 disables a limit.
+The auditor API counts per token once the token is known (one busy auditor does not starve the
+others, a stolen token cannot pull the trail at full speed, and the access log names who was
+refused); ingest counts per client address. 0 disables a limit.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import HTTPException
 
 MAX_CLIENTS = 100_000  # buckets kept; the least recently seen are forgotten (they refill anyway)
 
@@ -42,30 +41,11 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
         return wait
 
-
-def client_key(scope: Scope) -> str:
-    client = scope.get("client")
-    return client[0] if client else "?"
-
-
-class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, limiter: RateLimiter, prefix: str, what: str) -> None:
-        self.app = app
-        self.limiter = limiter
-        self.prefix = prefix
-        self.what = what
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
-            await self.app(scope, receive, send)
-            return
-        wait = self.limiter.retry_after(client_key(scope))
-        if wait == 0:
-            await self.app(scope, receive, send)
-            return
-        body = json.dumps({"detail": f"too many {self.what} requests: at most {self.limiter.per_second:g} per second "
-                                     f"(bursts of {self.limiter.burst:g}); retry after {math.ceil(wait)} s"}).encode()
-        await send({"type": "http.response.start", "status": 429,
-                    "headers": [(b"content-type", b"application/json"), (b"retry-after", str(math.ceil(wait)).encode()),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+    def check(self, key: str, who: str) -> None:
+        """Count a request of `key`; HTTP 429 with Retry-After if it is over the rate."""
+        wait = self.retry_after(key)
+        if wait:
+            seconds = math.ceil(wait)
+            raise HTTPException(429, f"too many requests from {who}: at most {self.per_second:g} per second "
+                                f"(bursts of {self.burst:g}); retry after {seconds} s",
+                                headers={"Retry-After": str(seconds)})

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from consumers.store_consumer import run_store
 from deploy.auditor.tokens import TokenStore
-from deploy.clickhouse_client import ClientPool, connect
+from deploy.clickhouse_client import ClientPool, trail_client
 from deploy.embedded_broker import EmbeddedBroker
 from deploy.http_server import HttpServer, create_app, kafka_reachable
 from deploy.migrations import ensure_schema
@@ -62,13 +62,13 @@ class EmbeddedStack:
             self.with_store = with_store
             if with_store:
                 # before the API can be asked anything
-                ensure_schema(connect(s.clickhouse, **s.clickhouse_settings()), s.clickhouse_cluster)
+                ensure_schema(trail_client(s), s.clickhouse_cluster)
                 self._start_store()
             if with_rules:
                 self._start_rules()
             self.producer = AuditProducer.from_settings(s, name="ingest")
             register_producer(self.metrics, self.producer, "ingest")
-            trail = ClientPool(s.clickhouse, **s.clickhouse_settings()) if with_store else None
+            trail = ClientPool.for_trail(s) if with_store else None
             app = create_app(Catalog.load(), self.metrics, producer=self.producer,
                              max_body_bytes=s.ingest_max_body_bytes, max_events=s.ingest_max_events,
                              health=self.health, trail=trail, ingest_per_s=s.ingest_requests_per_s,
@@ -81,7 +81,7 @@ class EmbeddedStack:
             raise
 
     def _start_store(self) -> None:
-        client = connect(self.settings.clickhouse, **self.settings.clickhouse_settings())
+        client = trail_client(self.settings)
         self.store_thread = _role_thread(
             "store", lambda: run_store(self.settings, self.metrics, self._store_stop.is_set, client))
 

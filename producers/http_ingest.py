@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from deploy.rate_limit import RateLimiter
 from producers.sdk import AuditProducer
 from schemas.contract import EventRejected, ValidatedEvent, parse_event
 
@@ -65,12 +66,16 @@ def _parse_body(body: bytes) -> list[Any]:
     return items
 
 
-def ingest_router(producer: AuditProducer, max_body_bytes: int, max_events: int) -> APIRouter:
+def ingest_router(producer: AuditProducer, max_body_bytes: int, max_events: int,
+                  limiter: RateLimiter | None = None) -> APIRouter:
+    limiter = limiter or RateLimiter(0)
     router = APIRouter()
 
     @router.post("/v1/events", status_code=202, tags=["ingest"],
                  summary="Send collection actions and reference events (JSON array or JSON lines)")
     async def post_events(request: Request) -> JSONResponse:
+        client = request.client.host if request.client else "?"
+        limiter.check(client, f"client {client}")
         try:
             body = await read_limited(request, max_body_bytes)
         except BodyTooLarge:

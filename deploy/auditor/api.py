@@ -10,7 +10,6 @@ limits (range, page size, export rows) are in queries.py and answered with 422 a
 import csv
 import io
 import json
-import math
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
@@ -81,11 +80,7 @@ def auditor_router(pool: ClientPool, tokens: TokenStore, limiter: RateLimiter | 
             request.state.token_problem = "(refused token)"
             raise HTTPException(401, f"token refused: {exc}", headers={"WWW-Authenticate": "Bearer"}) from None
         request.state.principal = who
-        wait = limiter.retry_after(who.name)
-        if wait:  # per token, after it is known: the access log names who was refused
-            raise HTTPException(429, f"too many requests for token {who.name!r}: at most {limiter.per_second:g} per "
-                                f"second (bursts of {limiter.burst:g}); retry after {math.ceil(wait)} s",
-                                headers={"Retry-After": str(math.ceil(wait))})
+        limiter.check(who.name, f"token {who.name!r}")  # after auth: the access log names who was refused
         return who
 
     def allowed(permission: str) -> Callable[[Principal], Principal]:

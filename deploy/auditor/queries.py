@@ -125,12 +125,12 @@ def decode_cursor(cursor: str, id_type: str = "String") -> tuple[datetime, str]:
     """The sort key a cursor carries, checked as the query will bind it (a forged cursor is a 422)."""
     try:
         moment, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        moment = _utc(datetime.fromisoformat(moment))
+        moment = _in_range("cursor", datetime.fromisoformat(moment))
         row_id = str(uuid.UUID(row_id)) if id_type == "UUID" else str(row_id)
-        if not MIN_MOMENT <= moment < MAX_MOMENT or not row_id.isprintable() or len(row_id) > 128:
+        if not row_id.isprintable() or len(row_id) > 128:
             raise ValueError
         return moment, row_id
-    except (ValueError, TypeError, AttributeError, OverflowError):
+    except (ValueError, TypeError, AttributeError):
         raise QueryError("'cursor' is not one this API returned") from None
 
 

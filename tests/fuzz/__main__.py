@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -48,12 +49,19 @@ def seed() -> None:
         print(f"{target}: {len(found)} seeds in {directory}")
 
 
-def fuzz(target: str, seconds: int) -> int:
+def _instrumented(target: str) -> Callable[[bytes], None]:
+    """The target, with the code under test instrumented for coverage (imported here, not before)."""
     import atheris
 
     with atheris.instrument_imports(include=["schemas", "producers", "consumers", "tests.fuzz"]):
         from tests.fuzz.targets import TARGETS
+    return TARGETS[target]
 
+
+def fuzz(target: str, seconds: int) -> None:
+    import atheris
+
+    check = _instrumented(target)
     work, committed = WORK / "corpus" / target, HERE / "corpus" / target
     crashes = HERE / "crashes" / target
     for directory in (work, committed, crashes):
@@ -62,9 +70,8 @@ def fuzz(target: str, seconds: int) -> int:
         shutil.copy(seed_file, work / seed_file.name)
     args = [sys.argv[0], f"-max_total_time={seconds}", "-timeout=10", "-rss_limit_mb=4096", "-max_len=65536",
             f"-artifact_prefix={crashes}/", "-print_final_stats=1", str(work)]
-    atheris.Setup(args, TARGETS[target])
+    atheris.Setup(args, check)
     atheris.Fuzz()  # returns only through sys.exit (libFuzzer)
-    return 0
 
 
 def merge(target: str) -> None:
@@ -83,9 +90,8 @@ def merge(target: str) -> None:
 def _libfuzzer(target: str, args: list[str]) -> None:
     import atheris
 
-    with atheris.instrument_imports(include=["schemas", "producers", "consumers", "tests.fuzz"]):
-        from tests.fuzz.targets import TARGETS
-    atheris.Setup([str((WORK / f"libfuzzer-{target}").resolve()), *args], TARGETS[target])
+    check = _instrumented(target)
+    atheris.Setup([str((WORK / f"libfuzzer-{target}").resolve()), *args], check)
     atheris.Fuzz()
 
 

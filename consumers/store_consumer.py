@@ -131,11 +131,12 @@ class StoreProcessor:
             return Provenance(message.topic, message.partition, message.offset, schema_id, now)
 
         e = self.enricher
+        # a batch's refusals first: whoever sees one of its rows stored also finds its dead letters
+        self._write(DEAD_LETTERS.name, batch.dead)
         self._write(REFERENCE_EVENTS.name, [e.reference_row(r, m.key.decode() if m.key else "", origin(m, s))
                                             for r, m, s in batch.references])
         self._write(ACTIONS.name, [e.action_row(r, origin(m, s)) for r, m, s in batch.actions])
         self._write(ALERTS.name, [e.alert_row(r, origin(m, s)) for r, m, s in batch.alerts])
-        self._write(DEAD_LETTERS.name, batch.dead)
         self._send_dead_letters(batch.dead)
         stored_at = to_micros(datetime.now(UTC))
         for table, items in ((ACTIONS.name, batch.actions), (REFERENCE_EVENTS.name, batch.references)):

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test lint typecheck unit bench fuzz clean
+.PHONY: run test lint typecheck unit bench fuzz chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,5 +56,13 @@ fuzz: $(STAMP)
 	  $(BIN)/python -m tests.fuzz merge $$target || exit 1; \
 	done
 
+## chaos: CHAOS_FAULTS (default 20) faults of each kind under load on the embedded stack, then the
+## reconciliation table (exit 1 unless nothing is lost or doubled); figures in chaos-results.json, logs in
+## chaos-logs/. Root, as CI: the ClickHouse outage fills a tmpfs of its own. `make test` runs one of each.
+CHAOS_FAULTS ?= 20
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos --faults-per-kind $(CHAOS_FAULTS)
+
 clean:
-	rm -rf $(VENV) .fuzz .collection-audit .pytest_cache .mypy_cache .ruff_cache bench-results.json
+	rm -rf $(VENV) .fuzz .collection-audit .pytest_cache .mypy_cache .ruff_cache bench-results.json \
+	  chaos-results.json chaos-logs

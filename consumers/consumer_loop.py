@@ -66,12 +66,15 @@ class ConsumerLoop:
         self.max_wait_s = max_wait_s
         self.infrastructure_errors = (*infrastructure_errors, KafkaError)
         self.on_poll = on_poll
-        self.before_records: Callable[[], None] = lambda: None  # runs when a poll brought records, before them
+        # runs when a poll brought records, before they are added: gets the newest record timestamp (ms)
+        self.before_records: Callable[[int], None] = lambda newest_ms: None
+        self.on_revoked: Callable[[list[TopicPartition]], None] = lambda revoked: None  # e.g. drop their gauges
         self.commit_delay_s = commit_delay_s  # fault-injection aid: widens the insert-to-commit window
         self._offsets: dict[TopicPartition, int] = {}  # next offset to commit, per partition in the batch
         self._first: dict[TopicPartition, int] = {}  # first offset of the batch, per partition
         self._batch_started: float | None = None
         self.failures = 0
+        self._unreachable = Backoff(first_s=0.2, max_s=5.0)  # while Kafka cannot be reached
 
     # kafka-python calls these from inside poll() during a rebalance
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -82,6 +85,7 @@ class ConsumerLoop:
                 log.warning("partitions revoked with an unstored batch (%s): the next owner replays it", exc)
                 self.processor.drop()
                 self._forget_batch()
+        self.on_revoked(revoked)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
@@ -95,9 +99,9 @@ class ConsumerLoop:
             self.consumer.close(autocommit=False)
 
     def step(self) -> None:
-        records = self.consumer.poll(timeout_ms=100, max_records=self.max_batch)
+        records = self._poll(max_records=self.max_batch)
         if records:
-            self.before_records()
+            self.before_records(max(r.timestamp for batch in records.values() for r in batch))
         for batch in records.values():
             for record in batch:
                 self.processor.add(record)
@@ -132,9 +136,23 @@ class ConsumerLoop:
                 self.consumer.pause(*self.consumer.assignment())
                 until = time.monotonic() + delay
                 while time.monotonic() < until:
-                    self.consumer.poll(timeout_ms=100)  # paused: no records, but the group sees us alive
+                    self._poll()  # paused: no records, but the group sees us alive
                     if not self.processor.pending():  # a rebalance dropped the batch meanwhile
                         return
+
+    def _poll(self, max_records: int | None = None) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """One poll; while the broker or the group coordinator cannot be reached, a warning and a growing
+        pause instead of an exception: the role outlives a broker outage and resumes when it ends."""
+        try:
+            records: dict[TopicPartition, list[ConsumerRecord]] = self.consumer.poll(timeout_ms=100,
+                                                                                     max_records=max_records)
+        except KafkaError as exc:
+            delay = self._unreachable()
+            log.warning("Kafka unreachable (%s: %s); polling again in %.1fs", type(exc).__name__, exc, delay)
+            time.sleep(delay)
+            return {}
+        self._unreachable.reset()
+        return records
 
     def _flush_and_commit(self) -> None:
         self.processor.flush()

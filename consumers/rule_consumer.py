@@ -1,9 +1,11 @@
 """The rule consumer: actions and reference events in, alerts out to `collection.alerts`.
 
-State across restarts (replay, not snapshots): at start the consumer reads `collection.alerts` to
-learn which alert ids were already emitted, reads `collection.reference` from its beginning (every
-instance needs every licence and certification), and, for each `collection.actions` partition the
-group assigns it, replays the partition from its beginning. Windows therefore count the events from
+State across restarts and rebalances (replay, not snapshots): whenever the group assigns the consumer
+`collection.actions` partitions it did not hold (at start, or when another instance joins or leaves),
+it builds a new judge: it reads `collection.alerts` to learn which alert ids were already emitted (by
+itself before a restart, or by the partitions' previous owner), reads `collection.reference` from its
+beginning (every instance needs every licence and certification), and replays every assigned
+partition from its beginning. Windows therefore count the events from
 before a restart, and an alert re-derived by the replay has the same id as before and is not emitted
 again. The price is a start-up replay of the retained log, bounded by the topics' retention; a
 snapshot would only shorten that, at the cost of a second source of truth.
@@ -42,6 +44,7 @@ from schemas.registry import registry_for
 
 log = logging.getLogger(__name__)
 GROUP = "audit-rules"
+_FENCE_CLOCK_SKEW_MS = 2_000  # producers' clocks may run this far ahead of ours
 
 
 class AlertsNotAcknowledged(RuntimeError):
@@ -186,19 +189,35 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
                              heartbeat_interval_ms=min(3_000, settings.kafka_max_poll_interval_ms // 3),
                              max_partition_fetch_bytes=8 << 20)
     replay = _Replay(consumer, len(consumer.partitions_for_topic(TOPIC_ACTIONS) or []))
-    engine = build_engine(settings, replay.owns)
     metrics = RuleMetrics(registry)
-    emitted = _emitted_alert_ids(kafka, codec)
-    engine.raised.update(emitted)
     producer = KafkaProducer(**kafka, acks="all", enable_idempotence=True, linger_ms=5,
                              client_id="collection-audit-rules")
     delivery = AlertDelivery(settings.alertmanager_url, [u for u in settings.alert_webhook_urls.split(",") if u],
                              registry, resend_s=settings.alert_resend_s)
-    processor = RuleProcessor(engine, codec, producer, delivery, metrics)
+    processor = RuleProcessor(build_engine(settings, replay.owns), codec, producer, delivery, metrics)
     references = from_beginning(KafkaConsumer(**kafka, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20,
+                                              fetch_max_wait_ms=5,  # fences answer fast, even on idle topics
                                               client_id="collection-audit-rules-reference"), TOPIC_REFERENCE)
-    loaded = read_to_end(references, processor.add_reference)
-    log.info("rules: %d alert ids already emitted, %d reference events loaded", len(emitted), loaded)
+
+    def rebuild() -> None:
+        """A new judge for a new set of partitions, built exactly as a restarted instance builds it."""
+        while True:  # judging without every emitted id and reference would repeat or misjudge alerts
+            processor.engine = build_engine(settings, replay.owns)
+            processor.marks = InputMarks()
+            processor.alerts, processor.records = [], 0  # re-derived by the replay
+            try:
+                emitted = _emitted_alert_ids(kafka, codec)
+                references.seek_to_beginning()
+                loaded = read_to_end(references, processor.add_reference)
+                break
+            except (TimeoutError, KafkaError) as exc:
+                log.warning("rules: cannot rebuild the judge yet (%s); retrying", exc)
+                time.sleep(1.0)
+        processor.engine.raised.update(emitted)
+        log.info("rules: partitions assigned: %d alert ids already emitted, %d reference events loaded; "
+                 "replaying the partitions", len(emitted), loaded)
+
+    replay.rebuild = rebuild
     loop = ConsumerLoop(consumer, processor, max_batch=2_000, max_wait_s=0.05,
                         infrastructure_errors=(AlertsNotAcknowledged, OSError))
 
@@ -206,6 +225,25 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
         for records in references.poll(timeout_ms=0, max_records=5_000).values():
             for record in records:
                 processor.add_reference(record)
+
+    fenced_at_ms = 0.0  # the reference topic has been read up to what the broker held at this moment
+
+    def fence_references(newest_ms: int) -> None:
+        """Before actions are judged: every reference event sent before them read. Producers send an
+        action's references first and wait for their acks (AuditProducer._deliver), so a reference fetch
+        answered after the actions were sent holds them; two empty polls in a row mean such a fetch
+        came back with nothing more. Replayed actions, older than the last fence, need none."""
+        nonlocal fenced_at_ms
+        if newest_ms < fenced_at_ms - _FENCE_CLOCK_SKEW_MS:
+            return
+        started_ms, empty, deadline = time.time() * 1000, 0, time.monotonic() + 5.0
+        while empty < 2 and time.monotonic() < deadline:
+            batches = references.poll(timeout_ms=10, max_records=5_000)
+            empty = 0 if batches else empty + 1
+            for records in batches.values():
+                for record in records:
+                    processor.add_reference(record)
+        fenced_at_ms = started_ms
 
     def on_poll() -> None:
         read_references()
@@ -215,8 +253,9 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
         for tp, lag in loop.lag().items():
             metrics.lag.labels(str(tp.partition)).set(lag)
 
-    loop.before_records = read_references
+    loop.before_records = fence_references
     loop.on_poll = on_poll
+    loop.on_revoked = lambda revoked: _forget_lag(revoked, metrics)
     replay.loop = loop
     consumer.subscribe([TOPIC_ACTIONS], listener=replay)
     on_ready()
@@ -230,13 +269,18 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
 
 
 class _Replay(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Newly assigned partitions are replayed from their beginning to rebuild per-debtor state; the
-    debtors of the assigned partitions are the ones whose timers and late re-judging this instance owns."""
+    """An assignment that brings partitions this instance did not hold is handled as a restart: a new
+    judge (every alert id already in collection.alerts learned, including those the partitions' previous
+    owner emitted up to its hand-over; every reference event read) and every assigned partition replayed
+    from its beginning. Keeping the old judge would replay the new partitions' history behind its
+    event-time watermark: their timers would fire before the events that satisfy them. The debtors of
+    the assigned partitions are the ones whose timers and late re-judging this instance owns."""
 
     def __init__(self, consumer: KafkaConsumer, partitions: int) -> None:
         self.consumer, self.partitions = consumer, partitions
         self.assigned: set[int] = set()
         self.loop: ConsumerLoop | None = None
+        self.rebuild: Callable[[], None] = lambda: None
 
     def owns(self, debtor_id: str) -> bool:
         if not self.partitions:
@@ -254,7 +298,15 @@ class _Replay(ConsumerRebalanceListener):  # type: ignore[misc]
         if self.loop is not None:
             self.loop.on_partitions_assigned(list(assigned))
         if fresh:
-            self.consumer.seek_to_beginning(*fresh)
+            self.rebuild()
+            self.consumer.seek_to_beginning(*assigned)
+
+
+def _forget_lag(revoked: list[Any], metrics: RuleMetrics) -> None:
+    """A partition handed to another instance is that instance's to report: no frozen lag left here."""
+    for tp in revoked:
+        with contextlib.suppress(KeyError):
+            metrics.lag.remove(str(tp.partition))
 
 
 def _caught_up(consumer: KafkaConsumer) -> dict[tuple[str, int], bool]:
@@ -279,6 +331,8 @@ def _emitted_alert_ids(kafka: dict[str, Any], codec: AvroCodec) -> set[str]:
         with contextlib.suppress(DecodeError):
             ids.add(codec.decode(value_subject(TOPIC_ALERTS), record.value).record["alert_id"])
 
-    read_to_end(consumer, remember)
-    consumer.close()
+    try:
+        read_to_end(consumer, remember)
+    finally:
+        consumer.close()
     return ids

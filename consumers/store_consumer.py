@@ -7,6 +7,7 @@ decode (writer schema -> reader schema) -> validate -> dead letter, or enrich ->
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
@@ -197,18 +198,22 @@ def build_store_loop(settings: Settings, client: Client, codec: AvroCodec, enric
                         infrastructure_errors=(ClickHouseError, DeadLetterDeliveryFailed, OSError),
                         commit_delay_s=settings.store_commit_delay_ms / 1000)
     loop.on_poll = lambda: _publish_lag(loop, metrics)
-    consumer.subscribe(list(TOPICS), listener=_Listener(loop))
+    loop.on_revoked = lambda revoked: _forget_lag(revoked, metrics)
+    consumer.subscribe(list(TOPICS), listener=_Listener(loop, processor))
     return loop, processor
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, loop: ConsumerLoop) -> None:
-        self.loop = loop
+    def __init__(self, loop: ConsumerLoop, processor: StoreProcessor) -> None:
+        self.loop, self.processor = loop, processor
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         self.loop.on_partitions_revoked(list(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        # another instance may have extended the chains of these debtors meanwhile: read the heads again
+        for writer in self.processor.writers.values():
+            writer.forget()
         self.loop.on_partitions_assigned(list(assigned))
 
 
@@ -224,6 +229,13 @@ def _publish_lag(loop: ConsumerLoop, metrics: ConsumerMetrics) -> None:
     metrics.last_poll.labels(metrics.group).set_to_current_time()
     for tp, lag in loop.lag().items():
         metrics.lag.labels(metrics.group, tp.topic, str(tp.partition)).set(lag)
+
+
+def _forget_lag(revoked: list[TopicPartition], metrics: ConsumerMetrics) -> None:
+    """A partition handed to another instance is that instance's to report: no frozen lag left here."""
+    for tp in revoked:
+        with contextlib.suppress(KeyError):
+            metrics.lag.remove(metrics.group, tp.topic, str(tp.partition))
 
 
 def run_store(settings: Settings, registry: CollectorRegistry, should_stop: Callable[[], bool],

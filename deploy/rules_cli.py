@@ -143,7 +143,12 @@ def alerts(follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep str
         with contextlib.suppress(DecodeError):
             backlog.append(codec.decode(value_subject(TOPIC_ALERTS), record.value).record)
 
-    read_to_end(consumer, decode)  # the past first, newest last
+    try:
+        read_to_end(consumer, decode, timeout_s=60)  # the past first, newest last
+    except TimeoutError as exc:
+        consumer.close()
+        err.print(f"[red]cannot read the alerts:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
     backlog.sort(key=lambda a: a["detected_at"])
     for alert in backlog[-last:]:
         _print_alert(alert)

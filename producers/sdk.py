@@ -27,6 +27,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from producers.outbox import Outbox
+from schemas import TOPIC_REFERENCE
 from schemas.codec import AvroCodec
 from schemas.contract import EventRejected, FieldError, ValidatedEvent, parse_event
 from schemas.registry import SchemaRegistry
@@ -180,7 +181,26 @@ class AuditProducer:
             self._producer = None
 
     def _deliver(self, rows: list[tuple[str, bytes, bytes, str]]) -> list[int]:
-        """Send rows and wait for their acks; returns the indexes that were not acknowledged."""
+        """Send rows and wait for their acks; returns the indexes that were not acknowledged. Reference
+        events go first and are acknowledged before the actions of the same call are sent: Kafka orders
+        nothing across topics, so this is what lets a consumer that has read an action find the profile,
+        licence or certification sent with it (the rule consumer reads references before each batch)."""
+        assert self._producer is not None
+        references = [i for i, row in enumerate(rows) if row[0] == TOPIC_REFERENCE]
+        others = [i for i, row in enumerate(rows) if row[0] != TOPIC_REFERENCE]
+        failed: list[int] = []
+        for phase in (references, others):
+            if failed:  # what depends on an unacknowledged reference waits with it
+                failed += phase
+            elif phase:
+                failed += [phase[i] for i in self._send_and_wait([rows[i] for i in phase])]
+        failed.sort()
+        self.sent += len(rows) - len(failed)
+        if failed:
+            self._disconnect()
+        return failed
+
+    def _send_and_wait(self, rows: list[tuple[str, bytes, bytes, str]]) -> list[int]:
         assert self._producer is not None
         futures = []
         try:
@@ -190,11 +210,7 @@ class AuditProducer:
         except KafkaError as exc:
             log.warning("delivery to Kafka failed: %s", exc)
         failed = [i for i, f in enumerate(futures) if not (f.is_done and f.succeeded())]
-        failed += range(len(futures), len(rows))
-        self.sent += len(rows) - len(failed)
-        if failed:
-            self._disconnect()
-        return failed
+        return failed + list(range(len(futures), len(rows)))
 
     def _to_outbox(self, rows: list[tuple[str, bytes, bytes, str]]) -> None:
         self._outbox.append(rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +22,18 @@ from urllib.parse import parse_qsl
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from deploy.auditor.tokens import TOKEN_PREFIX
+
 log = logging.getLogger(__name__)
+SECRET_PARAMETERS = {"token", "access_token", "api_key", "apikey", "key", "password", "secret", "authorization"}
+TOKEN_LIKE = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{16,}")
+REDACTED = "[redacted]"
+
+
+def redacted(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Query parameters as logged: a token pasted into a URL by mistake is still a secret."""
+    return [(name, REDACTED if name.lower() in SECRET_PARAMETERS else TOKEN_LIKE.sub(REDACTED, value))
+            for name, value in pairs]
 COLUMNS = ("request_id", "at", "token_name", "role", "method", "path", "query", "status", "rows", "duration_ms",
            "client")
 
@@ -60,11 +72,12 @@ class AccessLogMiddleware:
             nonlocal written
             written = True
             principal = state.get("principal")
-            query = json.dumps(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True),
-                               ensure_ascii=False)
+            query = json.dumps(redacted(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                                                  keep_blank_values=True)), ensure_ascii=False)
             client = scope.get("client") or ("", 0)
+            path = TOKEN_LIKE.sub(REDACTED, scope["path"])
             entry = AccessEntry(at, getattr(principal, "name", state.get("token_problem", "(no token)")),
-                                getattr(principal, "role", ""), scope["method"], scope["path"], query, status,
+                                getattr(principal, "role", ""), scope["method"], path, query, status,
                                 int(state.get("rows", 0)), round((time.perf_counter() - started) * 1000, 3),
                                 f"{client[0]}:{client[1]}", uuid.uuid4())
             try:

@@ -25,7 +25,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "on-call": frozenset({"read"}),
     "admin": frozenset({"read", "export", "verify", "payloads", "access_log"}),
 }
-_PREFIX = "ca_"
+TOKEN_PREFIX = "ca_"
 
 
 class TokenError(ValueError):
@@ -100,7 +100,7 @@ class TokenStore:
             raise TokenError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
         if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise TokenError("a token name is 1-64 letters, digits, '-', '_' or '.'")
-        token = _PREFIX + secrets.token_urlsafe(32)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         record = TokenRecord(name, role, digest(token), now.isoformat(timespec="seconds"),
                              (now + valid_for).isoformat(timespec="seconds") if valid_for else None)

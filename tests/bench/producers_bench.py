@@ -25,7 +25,8 @@ from schemas.catalog import Catalog
 from schemas.codec import AvroCodec
 from schemas.contract import parse_event
 from schemas.registry import CatalogRegistry
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
+from tests.e2e.processes import RoleProcess
 
 
 def simulated_actions(n: int) -> list[dict[str, Any]]:
@@ -53,7 +54,26 @@ def bench_single_emit(stack: EmbeddedStack, events: list[dict[str, Any]], data_d
         return rate(len(events), time.perf_counter() - started)
 
 
-def bench_http(base_url: str, events: list[dict[str, Any]]) -> float:
+def bench_http(stack: EmbeddedStack, events: list[dict[str, Any]], data_dir: Path) -> tuple[float, float]:
+    """Events/s through the `collection-audit ingest` role (its own process, rate limits off) and that
+    process's peak resident memory, MiB."""
+    assert stack.broker is not None
+    role = RoleProcess("ingest", stack.broker, "--data-dir", str(data_dir), COLLECTION_AUDIT_INGEST_REQUESTS_PER_S="0")
+    try:
+        base_url = f"http://127.0.0.1:{role.metrics_port}"
+        if not wait_until(lambda: role.samples("collection_audit_producer_outbox_pending") is not None
+                          or role.process.poll() is not None, timeout_s=60):
+            raise RuntimeError("the ingest role did not start:\n" + "".join(role.log[-20:]))
+        per_s = post_events(base_url, events)
+        rss = role.peak_rss_mib()
+        role.stop()
+    finally:
+        if role.process.poll() is None:
+            role.process.kill()
+    return per_s, rss
+
+
+def post_events(base_url: str, events: list[dict[str, Any]]) -> float:
     bodies = [json.dumps(events[i:i + 500]).encode() for i in range(0, len(events), 500)]
 
     def post(chunk: list[bytes]) -> None:
@@ -94,7 +114,6 @@ def run(console: Console, n_events: int) -> dict[str, float]:
         stack.start(with_store=False, with_rules=False)
         try:
             events = simulated_actions(n_events)
-            base_url = f"http://{settings.http_host}:{settings.http_port}"
             results = {}
             console.print("producers: raw kafka-python produce ceiling...")
             results["validate_and_encode_events_per_s"], results["raw_produce_events_per_s"] = \
@@ -103,8 +122,9 @@ def run(console: Console, n_events: int) -> dict[str, float]:
             results["sdk_emit_many_events_per_s"] = bench_sdk(stack, events, Path(tmp) / "sdk")
             console.print("producers: SDK emit, one event at a time...")
             results["sdk_emit_single_events_per_s"] = bench_single_emit(stack, events[:2000], Path(tmp) / "one")
-            console.print("producers: HTTP ingest...")
-            results["http_ingest_events_per_s"] = bench_http(base_url, events)
+            console.print("producers: HTTP ingest (the ingest role as its own process)...")
+            results["http_ingest_events_per_s"], results["rss_ingest_mib"] = bench_http(stack, events,
+                                                                                        Path(tmp) / "ingest")
         finally:
             stack.stop()
     return results
@@ -115,5 +135,5 @@ LABELS = {
     "raw_produce_events_per_s": "raw kafka-python produce of encoded events (ceiling)",
     "sdk_emit_many_events_per_s": "SDK emit_many, batches of 1,000, acks=all",
     "sdk_emit_single_events_per_s": "SDK emit, one acked event at a time",
-    "http_ingest_events_per_s": "HTTP ingest, arrays of 500, 2 clients",
+    "http_ingest_events_per_s": "HTTP ingest role, arrays of 500, 2 clients",
 }

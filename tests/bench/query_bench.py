@@ -2,8 +2,9 @@
 judged by the rule engine and hash-chained exactly as the consumers do, written to a fresh chDB,
 then the API is asked over HTTP -- debtor timelines and every report over the whole range.
 
-Runs in its own process (chDB opens one data directory per process): `run()` starts
-`python -m tests.bench.query_bench N` and reads the JSON figures it prints last."""
+The trail is built by `python -m tests.bench.query_bench N DIR` in a child process (chDB opens one data
+directory per process), which prints what the queries need as its last line and exits; then
+`collection-audit api` serves that directory as its own process, as in a deployment."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 from consumers.pii import PiiMasker
@@ -31,8 +31,7 @@ from consumers.store_rows import Enricher, Provenance
 from consumers.trail_writer import ACTIONS, ALERTS, REFERENCE_EVENTS, TrailTable, TrailWriter
 from deploy.auditor import queries
 from deploy.auditor.tokens import TokenStore
-from deploy.clickhouse_client import ClientPool, connect
-from deploy.http_server import HttpServer, create_app
+from deploy.clickhouse_client import connect
 from deploy.migrations import migrate
 from deploy.settings import Settings
 from producers.simulator import SimConfig, Simulation
@@ -41,7 +40,8 @@ from schemas.catalog import Catalog
 from schemas.codec import AvroCodec
 from schemas.contract import parse_event
 from schemas.registry import CatalogRegistry
-from tests.conftest import free_port
+from tests.conftest import wait_until
+from tests.e2e.processes import RoleProcess
 
 LABELS = {"timeline_p50_ms": "debtor timeline p50, ms", "timeline_p99_ms": "debtor timeline p99, ms"}
 TIMELINE_REQUESTS = 300
@@ -129,29 +129,46 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-def measure(n_actions: int, console: Console) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), http_port=free_port())
-        client = connect(settings.clickhouse)
-        migrate(client)
-        console.print(f"queries: building a trail of {n_actions:,} simulated actions (enrich, judge, chain, insert)...")
-        debtors, first, last = build_trail(client, n_actions, console)
-        client.command("OPTIMIZE TABLE audit.actions FINAL")  # as after the background merges of a day
-        counts = client.query("SELECT (SELECT count() FROM audit.actions), (SELECT count() FROM audit.alerts)"
-                              ).result_rows[0]
-        token = TokenStore(settings.tokens_path).create("bench", "auditor")
-        app = create_app(Catalog.load(), CollectorRegistry(), trail=ClientPool(settings.clickhouse),
-                         tokens=TokenStore(settings.tokens_path))
-        server = HttpServer(app, settings.http_host, settings.http_port)
-        server.start()
-        end = last + timedelta(seconds=1)
-        start = max(first, end - queries.MAX_RANGE + timedelta(days=1))
-        span = {"from": start.isoformat(), "to": end.isoformat()}
-        figures: dict[str, float] = {"actions": counts[0], "alerts": counts[1],
-                                     "range_days": (end - start).total_seconds() / 86400}
-        rng = random.Random(5)
-        with httpx.Client(base_url=f"{settings.api_base_url}/api/v1", timeout=120,
+def build(n_actions: int, data_dir: Path, console: Console) -> dict[str, Any]:
+    """The trail in `data_dir`'s chDB; returns what the queries need (debtors, time span, counts)."""
+    client = connect(Settings(data_dir=data_dir).clickhouse)
+    migrate(client)
+    console.print(f"queries: building a trail of {n_actions:,} simulated actions (enrich, judge, chain, insert)...")
+    debtors, first, last = build_trail(client, n_actions, console)
+    client.command("OPTIMIZE TABLE audit.actions FINAL")  # as after the background merges of a day
+    actions, alerts = client.query("SELECT (SELECT count() FROM audit.actions), (SELECT count() FROM audit.alerts)"
+                                   ).result_rows[0]
+    return {"debtors": debtors, "first": first.isoformat(), "last": last.isoformat(), "actions": actions,
+            "alerts": alerts}
+
+
+def measure(trail: dict[str, Any], data_dir: Path, console: Console) -> dict[str, float]:
+    """Timelines and reports over HTTP from `collection-audit api` (its own process, rate limits off),
+    and that process's peak resident memory."""
+    settings = Settings(data_dir=data_dir)
+    token = TokenStore(settings.tokens_path).create("bench", "auditor")
+    api = RoleProcess("api", None, "--data-dir", str(data_dir), COLLECTION_AUDIT_API_REQUESTS_PER_S="0")
+    debtors = trail["debtors"]
+    end = datetime.fromisoformat(trail["last"]) + timedelta(seconds=1)
+    start = max(datetime.fromisoformat(trail["first"]), end - queries.MAX_RANGE + timedelta(days=1))
+    span = {"from": start.isoformat(), "to": end.isoformat()}
+    figures: dict[str, float] = {"actions": trail["actions"], "alerts": trail["alerts"],
+                                 "range_days": (end - start).total_seconds() / 86400}
+    rng = random.Random(5)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{api.metrics_port}/api/v1", timeout=120,
                           headers={"Authorization": f"Bearer {token}"}) as http:
+            def answers() -> bool:
+                if api.process.poll() is not None:
+                    raise RuntimeError("the api role exited:\n" + "".join(api.log[-20:]))
+                try:
+                    return http.get("/me").status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            if not wait_until(answers, timeout_s=120, every_s=0.5):
+                raise RuntimeError("the api role did not answer:\n" + "".join(api.log[-20:]))
+
             def timed(path: str) -> float:
                 began = time.perf_counter()
                 response = http.get(path, params=span)
@@ -166,35 +183,31 @@ def measure(n_actions: int, console: Console) -> dict[str, float]:
                 timed(f"/reports/{name}")
                 samples = [timed(f"/reports/{name}") for _ in range(REPORT_REQUESTS)]
                 figures[f"report_{name}_p50_ms"], figures[f"report_{name}_p99_ms"] = percentiles(samples)
-        server.stop()
-        return figures
+        figures["rss_api_mib"] = api.peak_rss_mib()
+        api.stop()
+    finally:
+        if api.process.poll() is None:
+            api.process.kill()
+    return figures
 
 
 def run(console: Console, n_actions: int) -> dict[str, float]:
-    """The measurement in a child process, its progress shown here."""
-    process = subprocess.Popen([sys.executable, "-m", "tests.bench.query_bench", str(n_actions)],
-                               stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if not line.startswith("{"):
-            console.print(line.rstrip())
-    if process.wait() != 0:
-        raise RuntimeError("the query benchmark failed (see above)")
-    return dict(json.loads(lines[-1]))
-
-
-def report_lines(figures: dict[str, float]) -> list[str]:
-    lines = [f"timeline over {figures['actions']:,.0f} actions / {figures['alerts']:,.0f} alerts "
-             f"({figures['range_days']:.0f}-day range): p50 {figures['timeline_p50_ms']:,.0f} ms, "
-             f"p99 {figures['timeline_p99_ms']:,.0f} ms"]
-    for name in queries.REPORTS:
-        lines.append(f"report {name}: p50 {figures[f'report_{name}_p50_ms']:,.0f} ms, "
-                     f"p99 {figures[f'report_{name}_p99_ms']:,.0f} ms")
-    return lines
+    """The trail is built in a child process (chDB opens a data directory in one process at a time),
+    which then exits so that the api role can open it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        process = subprocess.Popen([sys.executable, "-m", "tests.bench.query_bench", str(n_actions), tmp],
+                                   stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if not line.startswith("{"):
+                console.print(line.rstrip())
+        if process.wait() != 0:
+            raise RuntimeError("building the query benchmark's trail failed (see above)")
+        return measure(json.loads(lines[-1]), Path(tmp), console)
 
 
 if __name__ == "__main__":
-    result = measure(int(sys.argv[1]), Console(file=sys.stdout, force_terminal=False, width=120))
-    print(json.dumps(result))
+    trail = build(int(sys.argv[1]), Path(sys.argv[2]), Console(file=sys.stdout, force_terminal=False, width=120))
+    print(json.dumps(trail))

@@ -1,9 +1,11 @@
-"""Consumers as child processes (`collection-audit store`, `collection-audit rules`) on a test's own
-broker, for fault tests that SIGKILL them: log lines readable as they come, metrics readable over HTTP."""
+"""Roles as child processes (`collection-audit store`, `rules`, `up`) on a test's own broker, for fault
+tests that SIGKILL them: log lines readable as they come, metrics readable over HTTP; and the helpers
+that judge the outcome (SQL through the CLI, the alerts of an uninterrupted judge)."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import queue
 import signal
@@ -13,24 +15,56 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from consumers.rules.engine import RuleEngine
+from consumers.rules.ruleset import load_ruleset
+from consumers.rules.text_match import Lexicon
 from deploy.embedded_broker import EmbeddedBroker
+from deploy.settings import Settings
 from producers.simulator import SimConfig, Simulation
+from schemas.catalog import Catalog
+from schemas.codec import AvroCodec
+from schemas.contract import parse_event
+from schemas.registry import CatalogRegistry
 from tests.conftest import TEST_POLL_INTERVAL_MS, free_port
 
 
-class RoleProcess:
-    """`collection-audit <role>` in a child process."""
+def metric_samples(port: int, name: str, having: str = "") -> list[float] | None:
+    """The values of a metric's labelled samples on a local /metrics (those whose labels contain
+    `having`), or None while the endpoint does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return None
+    return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith(name + "{") and having in line.split("}", 1)[0]]
 
-    def __init__(self, role: str, broker: EmbeddedBroker, *args: str, **env: str) -> None:
+
+def peak_rss_mib(pid: int | None) -> float:
+    """The peak resident set size of a live process (VmHWM), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+class RoleProcess:
+    """`collection-audit <role>` in a child process (`up`, `ingest` and `api` serve metrics on their HTTP
+    port); without a broker for a role that needs none."""
+
+    def __init__(self, role: str, broker: EmbeddedBroker | None, *args: str, **env: str) -> None:
         self.metrics_port = free_port()
+        port_option = "--http-port" if role in ("up", "ingest", "api") else "--metrics-port"
+        kafka = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers} if broker is not None else {}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", role, *args, "--metrics-port", str(self.metrics_port)],
+            [sys.executable, "-m", "deploy.cli", role, *args, port_option, str(self.metrics_port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-                 "COLLECTION_AUDIT_KAFKA_MAX_POLL_INTERVAL_MS": str(TEST_POLL_INTERVAL_MS), **env})
+            env={**os.environ, **kafka, "COLLECTION_AUDIT_KAFKA_MAX_POLL_INTERVAL_MS": str(TEST_POLL_INTERVAL_MS),
+                 **env})
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -55,13 +89,10 @@ class RoleProcess:
     def samples(self, name: str, having: str = "") -> list[float] | None:
         """The values of a metric's labelled samples (those whose labels contain `having`), or None while
         the metrics endpoint is not up."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as answer:
-                text = answer.read().decode()
-        except OSError:
-            return None
-        return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                if line.startswith(name + "{") and having in line.split("}", 1)[0]]
+        return metric_samples(self.metrics_port, name, having)
+
+    def peak_rss_mib(self) -> float:
+        return peak_rss_mib(self.process.pid)
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -88,3 +119,69 @@ def simulated(n: int, seed: int, debtors: int = 300, violation_rate: float = 0.0
     items = (item.event for item in Simulation(SimConfig(seed=seed, debtors=debtors,
                                                          violation_rate=violation_rate)).events())
     return itertools.islice(items, n)
+
+
+def sql(clickhouse_url: str, query: str) -> list[dict[str, Any]]:
+    done = subprocess.run([sys.executable, "-m", "deploy.cli", "sql", "--clickhouse-url", clickhouse_url,
+                           "--output", "json", query], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    decoder, text, rows = json.JSONDecoder(), done.stdout, []
+    index = 0
+    while index < len(text):
+        if text[index].isspace():
+            index += 1
+            continue
+        row, index = decoder.raw_decode(text, index)
+        rows.append(row)
+    return rows
+
+
+def uninterrupted_alerts(events: list[dict[str, Any]], codec: AvroCodec) -> dict[str, str]:
+    """alert id -> rule of the engine alone, judging the events once, in the order they were produced."""
+    lexicon = Lexicon.from_directory()
+    engine = RuleEngine(load_ruleset(categories=lexicon.categories), lexicon,
+                        allowed_lateness=timedelta(seconds=Settings().rules_allowed_lateness_s))
+    alerts = {}
+    for event in events:
+        validated = parse_event(event)
+        record = codec.decode(validated.subject, codec.encode(validated.subject, validated.record)).record
+        raised = engine.on_reference(record) if "kind" in event else engine.on_action(record)
+        alerts.update((a["alert_id"], a["rule_id"]) for a in raised)
+    return alerts
+
+
+def judged_stream(n: int, seed: int, debtors: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Simulated events rich in violations, and the alerts (id -> rule) one uninterrupted judge raises."""
+    events = list(simulated(n, seed=seed, debtors=debtors, violation_rate=0.05))
+    expected = uninterrupted_alerts(events, AvroCodec(CatalogRegistry(Catalog.load())))
+    assert len(expected) > 150 and len(set(expected.values())) >= 12, "the stream must exercise most rules"
+    return events, expected
+
+
+def fill(disk: Path) -> Path:
+    """Fill a (small, dedicated) filesystem: ClickHouse can write nothing until the ballast goes."""
+    ballast = disk / "ballast"
+    with ballast.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * (1 << 20))
+                out.flush()
+        except OSError:
+            pass
+    return ballast
+
+
+def assert_chains_intact(clickhouse_url: str) -> None:
+    """Within every (key, month) chain: seq 1..n without gaps or repeats, each prev_hash the row before."""
+    for table, key in (("audit.actions", "debtor_id"), ("audit.reference_events", "entity_key")):
+        broken = sql(clickhouse_url, f"""
+            SELECT {key} AS key, month, seqs FROM (
+              SELECT {key}, toYYYYMM(occurred_at) AS month,
+                     arraySort(x -> x.1, groupArray((chain_seq, prev_hash, row_hash))) AS links,
+                     arrayMap(x -> x.1, links) AS seqs
+              FROM {table} GROUP BY {key}, month)
+            WHERE seqs != range(1, length(seqs) + 1)
+               OR links[1].2 != repeat('0', 64)
+               OR arrayExists(i -> links[i].2 != links[i - 1].3, range(2, length(links) + 1))
+            LIMIT 5""")
+        assert broken == [], f"{table}: broken chains {broken}"

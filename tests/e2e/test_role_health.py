@@ -35,8 +35,12 @@ def test_store_and_rules_roles_answer_healthz_once_their_consumers_poll(
         assert wait_until(lambda role=role: health(role.metrics_port) is not None, 60), "".join(role.log)
         assert wait_until(lambda role=role: health(role.metrics_port) == (200, {
             "status": "ok", "checks": {"consumer_polling": True}}), 60), health(role.metrics_port)
-    polled = store.samples("collection_audit_last_poll_timestamp_seconds", 'group="audit-store"')
-    assert polled and time.time() - polled[0] < 60
+    # healthy from the start (a grace period, so that a probe does not kill a starting role), then
+    # because the consumer polls
+    assert wait_until(lambda: bool(store.samples("collection_audit_last_poll_timestamp_seconds",
+                                                 'group="audit-store"')), 60), "".join(store.log)
+    polled = store.samples("collection_audit_last_poll_timestamp_seconds", 'group="audit-store"') or []
+    assert time.time() - polled[0] < 60
     metrics = httpx.get(f"http://127.0.0.1:{rules.metrics_port}/metrics", timeout=2).text
     assert "collection_audit_rules_last_poll_timestamp_seconds" in metrics
     store.stop()

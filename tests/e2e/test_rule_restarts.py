@@ -8,44 +8,24 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
 
-from consumers.rules.engine import RuleEngine
-from consumers.rules.ruleset import load_ruleset
-from consumers.rules.text_match import Lexicon
 from consumers.topic_reader import from_beginning, read_to_end
 from deploy.embedded_broker import EmbeddedBroker
-from deploy.settings import Settings
 from producers.sdk import AuditProducer
 from schemas import TOPIC_ALERTS, value_subject
 from schemas.catalog import Catalog
 from schemas.codec import AvroCodec
-from schemas.contract import parse_event
 from schemas.registry import CatalogRegistry
 from tests.conftest import wait_until
-from tests.e2e.processes import RoleProcess, simulated
+from tests.e2e.processes import RoleProcess, judged_stream
 
 pytestmark = pytest.mark.stack
 NO_IDLE_TICKS = {"COLLECTION_AUDIT_RULES_IDLE_TICK_S": "1000000"}  # event time only, as in the reference run
-
-
-def uninterrupted_alerts(events: list[dict[str, Any]], codec: AvroCodec) -> dict[str, str]:
-    """alert id -> rule of the engine alone, judging the events once, in the order they were produced."""
-    lexicon = Lexicon.from_directory()
-    engine = RuleEngine(load_ruleset(categories=lexicon.categories), lexicon,
-                        allowed_lateness=timedelta(seconds=Settings().rules_allowed_lateness_s))
-    alerts = {}
-    for event in events:
-        validated = parse_event(event)
-        record = codec.decode(validated.subject, codec.encode(validated.subject, validated.record)).record
-        raised = engine.on_reference(record) if "kind" in event else engine.on_action(record)
-        alerts.update((a["alert_id"], a["rule_id"]) for a in raised)
-    return alerts
 
 
 def emitted_alerts(broker: EmbeddedBroker, codec: AvroCodec) -> list[dict[str, Any]]:
@@ -65,9 +45,7 @@ def judged(rules: RoleProcess) -> float:
 def test_sigkill_mid_stream_ends_with_the_alerts_of_an_uninterrupted_run_each_once(
         broker: EmbeddedBroker, tmp_path: Path, processes: list[RoleProcess]) -> None:
     codec = AvroCodec(CatalogRegistry(Catalog.load()))
-    events = list(simulated(9_000, seed=31, debtors=150, violation_rate=0.05))
-    expected = uninterrupted_alerts(events, codec)
-    assert len(expected) > 150 and len(set(expected.values())) >= 12, "the stream must exercise most rules"
+    events, expected = judged_stream(9_000, seed=31, debtors=150)
     rng = random.Random(8)
     stream = iter(events)
     produced = actions = 0

@@ -5,14 +5,11 @@ Afterwards every produced event is stored exactly once and every hash chain is i
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,24 +18,9 @@ from producers.sdk import AuditProducer
 from schemas.catalog import Catalog
 from schemas.registry import CatalogRegistry
 from tests.conftest import wait_until
-from tests.e2e.processes import RoleProcess, StoreProcess, simulated
+from tests.e2e.processes import RoleProcess, StoreProcess, assert_chains_intact, fill, simulated, sql
 
 pytestmark = pytest.mark.stack
-
-
-def sql(clickhouse_url: str, query: str) -> list[dict[str, Any]]:
-    done = subprocess.run([sys.executable, "-m", "deploy.cli", "sql", "--clickhouse-url", clickhouse_url,
-                           "--output", "json", query], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    decoder, text, rows = json.JSONDecoder(), done.stdout, []
-    index = 0
-    while index < len(text):
-        if text[index].isspace():
-            index += 1
-            continue
-        row, index = decoder.raw_decode(text, index)
-        rows.append(row)
-    return rows
 
 
 def assert_stored_exactly_once(clickhouse_url: str, produced: set[str]) -> None:
@@ -51,22 +33,6 @@ def assert_stored_exactly_once(clickhouse_url: str, produced: set[str]) -> None:
     ids = {row["id"] for row in sql(clickhouse_url, "SELECT toString(event_id) AS id FROM audit.actions UNION ALL "
                                                     "SELECT toString(event_id) FROM audit.reference_events")}
     assert ids == produced
-
-
-def assert_chains_intact(clickhouse_url: str) -> None:
-    """Within every (key, month) chain: seq 1..n without gaps or repeats, each prev_hash the row before."""
-    for table, key in (("audit.actions", "debtor_id"), ("audit.reference_events", "entity_key")):
-        broken = sql(clickhouse_url, f"""
-            SELECT {key} AS key, month, seqs FROM (
-              SELECT {key}, toYYYYMM(occurred_at) AS month,
-                     arraySort(x -> x.1, groupArray((chain_seq, prev_hash, row_hash))) AS links,
-                     arrayMap(x -> x.1, links) AS seqs
-              FROM {table} GROUP BY {key}, month)
-            WHERE seqs != range(1, length(seqs) + 1)
-               OR links[1].2 != repeat('0', 64)
-               OR arrayExists(i -> links[i].2 != links[i - 1].3, range(2, length(links) + 1))
-            LIMIT 5""")
-        assert broken == [], f"{table}: broken chains {broken}"
 
 
 def test_sigkill_at_random_points_and_between_insert_and_commit_loses_and_duplicates_nothing(
@@ -115,18 +81,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    ballast = disk / "ballast"
-    with ballast.open("wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * (1 << 20))
-                out.flush()
-        except OSError:
-            pass
-    return ballast
 
 
 def test_clickhouse_out_of_disk_backs_off_commits_nothing_and_catches_up(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from kafka import KafkaProducer
@@ -21,7 +22,8 @@ from schemas.catalog import Catalog
 from schemas.codec import AvroCodec
 from schemas.registry import CatalogRegistry
 from tests.bench.store_bench import encoded_events
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
+from tests.e2e.processes import RoleProcess
 
 
 def engine_alone(n_events: int) -> float:
@@ -46,7 +48,7 @@ def start_rules(settings: Settings) -> tuple[CollectorRegistry, threading.Event,
     return registry, stop, thread
 
 
-def through_kafka(settings: Settings, codec: AvroCodec, n_events: int) -> float:
+def through_kafka(settings: Settings, codec: AvroCodec, n_events: int) -> tuple[float, int]:
     """Actions judged per second by the rule consumer, from its first judged action to its last (the
     start-up read of references and the group join, slow on Tansu, are left out)."""
     values = encoded_events(n_events, codec)
@@ -67,7 +69,36 @@ def through_kafka(settings: Settings, codec: AvroCodec, n_events: int) -> float:
     elapsed = time.perf_counter() - started
     stop.set()
     thread.join(60)
-    return (actions - first) / elapsed
+    return (actions - first) / elapsed, actions
+
+
+def replay_started(role: RoleProcess) -> datetime:
+    line = [line for line in role.log if "replaying the partitions" in line][-1]
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+
+
+def replay_rate(broker: EmbeddedBroker, actions: int, instances: int) -> float:
+    """Actions/s of `instances` `collection-audit rules` processes sharing the group: from the moment the
+    last of them, after the last assignment, has rebuilt its judge and starts replaying its partitions
+    from their beginning, until every partition's lag is 0."""
+    roles = [RoleProcess("rules", broker, COLLECTION_AUDIT_RULES_IDLE_TICK_S="1000000") for _ in range(instances)]
+    steady = 0
+    try:
+        def replayed() -> bool:
+            nonlocal steady
+            held = [found[1] if (found := role.assignment()) else frozenset() for role in roles]
+            lags = [role.samples("collection_audit_rules_lag") or [1.0] for role in roles]
+            done = all(held) and sum(map(len, held)) == 6 and sum(map(len, lags)) == 6 and not any(map(any, lags))
+            steady = steady + 1 if done else 0
+            return steady >= 2
+        if not wait_until(replayed, timeout_s=600, every_s=0.05):
+            raise RuntimeError("the rule instances did not replay the topic:\n" + "".join(roles[0].log[-20:]))
+        finished = datetime.now() - timedelta(seconds=0.05)  # the first of the two steady checks
+        started = max(replay_started(role) for role in roles)
+        return actions / (finished - started).total_seconds()
+    finally:
+        for role in roles:
+            role.stop()
 
 
 def run(console: Console, n_events: int) -> dict[str, float]:
@@ -83,7 +114,10 @@ def run(console: Console, n_events: int) -> dict[str, float]:
             settings = Settings(data_dir=Path(tmp), kafka_bootstrap_servers=broker.bootstrap_servers,
                                 kafka_max_poll_interval_ms=3000)
             console.print(f"rules: through Kafka, {n_events:,} events...")
-            results["through_kafka_per_s"] = through_kafka(settings, codec, n_events)
+            results["through_kafka_per_s"], actions = through_kafka(settings, codec, n_events)
+            for instances in (1, 2):
+                console.print(f"rules: {instances} rule process(es) replaying the {actions:,} actions...")
+                results[f"replay_{instances}_instances_per_s"] = replay_rate(broker, actions, instances)
         finally:
             broker.stop()
     return results
@@ -92,4 +126,6 @@ def run(console: Console, n_events: int) -> dict[str, float]:
 LABELS = {
     "engine_alone_per_s": "rule engine alone, 1 core, events/s",
     "through_kafka_per_s": "rule consumer through Kafka (decode, judge, emit alerts), actions/s",
+    "replay_1_instances_per_s": "rule consumer replay, 1 process, actions/s",
+    "replay_2_instances_per_s": "rule consumer replay, 2 processes sharing the group, actions/s",
 }

@@ -33,18 +33,20 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from deploy.embedded_broker import EmbeddedBroker
 from deploy.topics import apply_topics, load_topic_specs
 from producers.sdk import AuditProducer
+from producers.simulator import SimConfig, Simulation
 from schemas.catalog import Catalog
 from schemas.codec import AvroCodec
 from schemas.registry import CatalogRegistry
 from tests.chaos.link import FaultyLink
 from tests.conftest import free_port, wait_until
-from tests.e2e.processes import RoleProcess, StoreProcess, fill, simulated, sql, uninterrupted_alerts
+from tests.e2e.processes import RoleProcess, StoreProcess, fill, sql, uninterrupted_alerts
 
 KINDS = ("store_kill", "rules_kill", "supervisor_kill", "clickhouse_outage", "broker_outage", "network_delay")
 EVENT_TIME_ONLY = {"COLLECTION_AUDIT_RULES_IDLE_TICK_S": "1000000"}  # as the uninterrupted judge: no wall clock
@@ -62,7 +64,7 @@ class ChaosConfig:
     rate: float = 60.0  # events per second, steady, for the whole run
     outage_s: tuple[float, float] = (5.0, 30.0)
     seed: int = 1
-    debtors: int = 400
+    debtors: int = 1_000
     logs_dir: Path | None = None  # every role's stderr is written here at the end
     log: Callable[[str], None] = print
 
@@ -114,7 +116,11 @@ class ChaosRun:
         self.broker = EmbeddedBroker(self.link.upstream_port, work / "broker.log",
                                      advertised_port=self.link.listen_port)
         self.codec = AvroCodec(CatalogRegistry(Catalog.load()))
-        self.events = simulated(10_000_000, seed=config.seed, debtors=config.debtors, violation_rate=0.03)
+        # simulated time runs ahead of the wall clock: start far enough back that a long run's events
+        # stay in the past (the SDK refuses events more than a day in the future)
+        start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=400)
+        simulation = Simulation(SimConfig(seed=config.seed, start=start, debtors=config.debtors, violation_rate=0.03))
+        self.events = (item.event for item in simulation.events())
         self.ledger: list[dict[str, Any]] = []
         self.store: RoleProcess | None = None
         self.rules: RoleProcess | None = None

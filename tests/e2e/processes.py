@@ -4,6 +4,7 @@ that judge the outcome (SQL through the CLI, the alerts of an uninterrupted judg
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import os
@@ -15,7 +16,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,14 @@ class RoleProcess:
 
     def peak_rss_mib(self) -> float:
         return peak_rss_mib(self.process.pid)
+
+    def assignment(self) -> tuple[datetime, frozenset[tuple[str, int]]] | None:
+        """When the group last assigned partitions to this process, and which (from its log)."""
+        lines = [line for line in self.log if "consumer_loop: assigned " in line]
+        if not lines:
+            return None
+        at = datetime.strptime(lines[-1][:23], "%Y-%m-%d %H:%M:%S,%f")
+        return at, frozenset(ast.literal_eval(lines[-1].split("assigned ", 1)[1].strip()))
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)

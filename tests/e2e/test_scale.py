@@ -9,7 +9,6 @@ ClickHouse server they are separate processes, as deploy/k8s runs them (three re
 
 from __future__ import annotations
 
-import ast
 import itertools
 import os
 import signal
@@ -34,13 +33,9 @@ pytestmark = pytest.mark.stack
 Assignment = frozenset[tuple[str, int]]
 
 
-def parse_assignment(line: str) -> Assignment:
-    return frozenset(ast.literal_eval(line.split("assigned ", 1)[1].strip()))
-
-
-def latest_assignment(role: RoleProcess) -> Assignment | None:
-    lines = [line for line in role.log if "consumer_loop: assigned " in line]
-    return parse_assignment(lines[-1]) if lines else None
+def held(role: RoleProcess) -> Assignment | None:
+    found = role.assignment()
+    return found[1] if found else None
 
 
 def shared(parts: list[Assignment | None], total: int) -> bool:
@@ -101,16 +96,16 @@ def test_two_instances_of_each_consumer_share_partitions_and_hand_them_over_coun
         processes.extend(rules)
 
         def both_share() -> bool:
-            return (shared([latest_assignment(r) for r in rules], 6)
+            return (shared([held(r) for r in rules], 6)
                     and shared([stores.assignment(0), stores.assignment(1)], 18))
 
         assert wait_until(both_share, timeout_s=90), ([stores.assignment(0), stores.assignment(1)],
-                                                      [latest_assignment(r) for r in rules])
+                                                      [held(r) for r in rules])
         produce(3_000)
         # one instance of each leaves: the survivors take all partitions over
         rules[1].stop()
         stores.second_leaves()
-        assert wait_until(lambda: latest_assignment(rules[0]) == frozenset(("collection.actions", p) for p in range(6))
+        assert wait_until(lambda: held(rules[0]) == frozenset(("collection.actions", p) for p in range(6))
                           and len(stores.assignment(0) or ()) == 18, timeout_s=90), stores.assignment(0)
         produce(len(events))
 

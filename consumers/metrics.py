@@ -29,4 +29,5 @@ class ConsumerMetrics:
                                registry=registry)
         self.end_to_end = Histogram("collection_audit_end_to_end_seconds",
                                     "Producer accepted the event -> stored (seconds)", ["table"],
-                                    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=registry)
+                                    buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.25, 1.5, 2,
+                                             2.5, 3, 4, 5, 10, 30, 60, 300), registry=registry)

@@ -66,8 +66,8 @@ class ConsumerLoop:
         self.max_wait_s = max_wait_s
         self.infrastructure_errors = (*infrastructure_errors, KafkaError)
         self.on_poll = on_poll
-        # runs when a poll brought records, before they are added: gets the newest record timestamp (ms)
-        self.before_records: Callable[[int], None] = lambda newest_ms: None
+        # runs when a poll brought records, before they are added
+        self.before_records: Callable[[dict[TopicPartition, list[ConsumerRecord]]], None] = lambda records: None
         self.on_revoked: Callable[[list[TopicPartition]], None] = lambda revoked: None  # e.g. drop their gauges
         self.commit_delay_s = commit_delay_s  # fault-injection aid: widens the insert-to-commit window
         self._offsets: dict[TopicPartition, int] = {}  # next offset to commit, per partition in the batch
@@ -101,7 +101,7 @@ class ConsumerLoop:
     def step(self) -> None:
         records = self._poll(max_records=self.max_batch)
         if records:
-            self.before_records(max(r.timestamp for batch in records.values() for r in batch))
+            self.before_records(records)
         for batch in records.values():
             for record in batch:
                 self.processor.add(record)

@@ -170,12 +170,17 @@ class RuleProcessor:
         self.records = 0
 
 
-def build_engine(settings: Settings, owns: Callable[[str], bool] = lambda d: True) -> RuleEngine:
+def engine_factory(settings: Settings, owns: Callable[[str], bool] = lambda d: True) -> Callable[[], RuleEngine]:
+    """New, empty judges sharing one loaded catalog and lexicon (read from disk once)."""
     lexicon = Lexicon.from_directory()
     ruleset = load_ruleset(categories=lexicon.categories)
-    return RuleEngine(ruleset, lexicon, default_jurisdiction=settings.default_jurisdiction,
-                      allowed_lateness=timedelta(seconds=settings.rules_allowed_lateness_s), owns=owns,
-                      watermark_from_events=False)
+    return lambda: RuleEngine(ruleset, lexicon, default_jurisdiction=settings.default_jurisdiction,
+                              allowed_lateness=timedelta(seconds=settings.rules_allowed_lateness_s), owns=owns,
+                              watermark_from_events=False)
+
+
+def build_engine(settings: Settings, owns: Callable[[str], bool] = lambda d: True) -> RuleEngine:
+    return engine_factory(settings, owns)()
 
 
 def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Callable[[], bool],
@@ -194,7 +199,8 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
                              client_id="collection-audit-rules")
     delivery = AlertDelivery(settings.alertmanager_url, [u for u in settings.alert_webhook_urls.split(",") if u],
                              registry, resend_s=settings.alert_resend_s)
-    processor = RuleProcessor(build_engine(settings, replay.owns), codec, producer, delivery, metrics)
+    new_engine = engine_factory(settings, replay.owns)
+    processor = RuleProcessor(new_engine(), codec, producer, delivery, metrics)
     references = from_beginning(KafkaConsumer(**kafka, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20,
                                               fetch_max_wait_ms=5,  # fences answer fast, even on idle topics
                                               client_id="collection-audit-rules-reference"), TOPIC_REFERENCE)
@@ -202,7 +208,7 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
     def rebuild() -> None:
         """A new judge for a new set of partitions, built exactly as a restarted instance builds it."""
         while True:  # judging without every emitted id and reference would repeat or misjudge alerts
-            processor.engine = build_engine(settings, replay.owns)
+            processor.engine = new_engine()
             processor.marks = InputMarks()
             processor.alerts, processor.records = [], 0  # re-derived by the replay
             try:
@@ -221,28 +227,30 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
     loop = ConsumerLoop(consumer, processor, max_batch=2_000, max_wait_s=0.05,
                         infrastructure_errors=(AlertsNotAcknowledged, OSError))
 
-    def read_references() -> None:
-        for records in references.poll(timeout_ms=0, max_records=5_000).values():
+    def apply_references(batches: dict[Any, list[ConsumerRecord]]) -> None:
+        for records in batches.values():
             for record in records:
                 processor.add_reference(record)
 
+    def read_references() -> None:
+        apply_references(references.poll(timeout_ms=0, max_records=5_000))
+
     fenced_at_ms = 0.0  # the reference topic has been read up to what the broker held at this moment
 
-    def fence_references(newest_ms: int) -> None:
+    def fence_references(actions: dict[Any, list[ConsumerRecord]]) -> None:
         """Before actions are judged: every reference event sent before them read. Producers send an
         action's references first and wait for their acks (AuditProducer._deliver), so a reference fetch
         answered after the actions were sent holds them; two empty polls in a row mean such a fetch
         came back with nothing more. Replayed actions, older than the last fence, need none."""
         nonlocal fenced_at_ms
+        newest_ms = max(record.timestamp for records in actions.values() for record in records)
         if newest_ms < fenced_at_ms - _FENCE_CLOCK_SKEW_MS:
             return
         started_ms, empty, deadline = time.time() * 1000, 0, time.monotonic() + 5.0
         while empty < 2 and time.monotonic() < deadline:
             batches = references.poll(timeout_ms=10, max_records=5_000)
             empty = 0 if batches else empty + 1
-            for records in batches.values():
-                for record in records:
-                    processor.add_reference(record)
+            apply_references(batches)
         fenced_at_ms = started_ms
 
     def on_poll() -> None:

@@ -11,7 +11,6 @@ import statistics
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +30,7 @@ from schemas.codec import AvroCodec
 from schemas.contract import format_rfc3339, to_micros
 from schemas.registry import CatalogRegistry
 from tests.conftest import free_port, wait_until
-from tests.e2e.processes import RoleProcess, peak_rss_mib
+from tests.e2e.processes import RoleProcess, peak_rss_mib, scrape
 
 STEADY_RATE = 2_000  # events/s
 STEADY_SECONDS = 20
@@ -61,14 +60,8 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
 
 
 def stored_latency_buckets(metrics_port: int) -> list[tuple[float, float]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    buckets = []
-    for line in text.splitlines():
-        if line.startswith("collection_audit_end_to_end_seconds_bucket{") and 'table="audit.actions"' in line:
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
-    return sorted(buckets)
+    buckets = scrape(metrics_port, "collection_audit_end_to_end_seconds_bucket") or []
+    return sorted((float(labels["le"]), value) for labels, value in buckets if labels["table"] == "audit.actions")
 
 
 def _read_alerts(bootstrap: str, codec: AvroCodec, latencies: list[float], done: Callable[[], bool]) -> None:

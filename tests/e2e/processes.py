@@ -20,6 +20,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from consumers.rules.engine import RuleEngine
 from consumers.rules.ruleset import load_ruleset
 from consumers.rules.text_match import Lexicon
@@ -33,16 +35,26 @@ from schemas.registry import CatalogRegistry
 from tests.conftest import TEST_POLL_INTERVAL_MS, free_port
 
 
-def metric_samples(port: int, name: str, having: str = "") -> list[float] | None:
-    """The values of a metric's labelled samples on a local /metrics (those whose labels contain
-    `having`), or None while the endpoint does not answer."""
+def scrape(port: int, name: str) -> list[tuple[dict[str, str], float]] | None:
+    """(labels, value) of every sample called `name` on a local /metrics (the prometheus_client
+    parser), or None while the endpoint does not answer."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
             text = answer.read().decode()
     except OSError:
         return None
-    return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line.startswith(name + "{") and having in line.split("}", 1)[0]]
+    return [(sample.labels, sample.value) for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == name]
+
+
+def metric_samples(port: int, name: str, having: str = "") -> list[float] | None:
+    """The values of a metric's labelled samples (those whose labels, as `k="v"`, contain `having`),
+    or None while the endpoint does not answer."""
+    found = scrape(port, name)
+    if found is None:
+        return None
+    return [value for labels, value in found
+            if labels and having in ",".join(f'{k}="{v}"' for k, v in labels.items())]
 
 
 def peak_rss_mib(pid: int | None) -> float:

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from schemas.catalog import Catalog
 from schemas.codec import AvroCodec
 from schemas.registry import CatalogRegistry
 from tests.conftest import TEST_POLL_INTERVAL_MS, free_port, wait_until
-from tests.e2e.processes import RoleProcess, assert_chains_intact, judged_stream, metric_samples, sql
+from tests.e2e.processes import RoleProcess, assert_chains_intact, judged_stream, metric_samples, scrape, sql
 from tests.e2e.test_rule_restarts import NO_IDLE_TICKS, emitted_alerts
 
 pytestmark = pytest.mark.stack
@@ -57,14 +56,8 @@ class StorePair:
 
     def assignment(self, instance: int) -> Assignment | None:
         """The partitions an instance holds: those it reports a lag for (a revoked one's gauge goes)."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[instance]}/metrics", timeout=2) as answer:
-                text = answer.read().decode()
-        except OSError:
-            return None
-        held = [line for line in text.splitlines() if line.startswith("collection_audit_consumer_lag{")]
-        return frozenset((line.split('topic="')[1].split('"')[0], int(line.split('partition="')[1].split('"')[0]))
-                         for line in held) or None
+        lags = scrape(self.ports[instance], "collection_audit_consumer_lag")
+        return frozenset((labels["topic"], int(labels["partition"])) for labels, _ in lags or []) or None
 
     def caught_up(self) -> bool:
         lags = metric_samples(self.ports[0], "collection_audit_consumer_lag")

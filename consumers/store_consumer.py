@@ -29,7 +29,7 @@ from consumers.reference_state import ReferenceState
 from consumers.reference_tail import ReferenceTail, load_from_clickhouse
 from consumers.store_rows import Enricher, Provenance, dead_letter_row
 from consumers.trail_writer import ACTIONS, ALERTS, DEAD_LETTERS, REFERENCE_EVENTS, TrailWriter
-from deploy.clickhouse_client import trail_client
+from deploy.clickhouse_client import ClickHouseCorrupted, is_corruption, trail_client
 from deploy.migrations import ensure_schema
 from deploy.settings import Settings
 from schemas import TOPIC_ACTIONS, TOPIC_ALERTS, TOPIC_DLQ, TOPIC_REFERENCE, value_subject
@@ -111,9 +111,11 @@ class StoreProcessor:
         batch = self.batch
         try:
             self._store(batch)
-        except BaseException:
+        except BaseException as exc:
             for writer in self.writers.values():
                 writer.forget()  # a failed insert may have stored part of the batch: re-read the heads
+            if isinstance(exc, ClickHouseError) and is_corruption(exc):
+                raise ClickHouseCorrupted(str(exc)) from exc  # not retried: see ClickHouseCorrupted
             raise
         self.metrics.batch_size.labels(self.group).observe(len(batch))
         for topic, n in self.consumed.items():

@@ -333,6 +333,9 @@ def migrate(clickhouse_url: Annotated[str | None, typer.Option(
     err.print("schema up to date" if not applied else f"{len(applied)} migration(s) applied{where}")
 
 
+EXIT_CORRUPTED = 3  # the store found a part ClickHouse cannot read back: a restart policy should restart it
+
+
 @app.command()
 def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
           clickhouse_url: Annotated[str | None, typer.Option("--clickhouse-url", help="[env: CLICKHOUSE_URL]")] = None,
@@ -342,7 +345,7 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
     from prometheus_client import CollectorRegistry
 
     from consumers.store_consumer import GROUP, run_store
-    from deploy.clickhouse_client import ClickHouseUnavailable
+    from deploy.clickhouse_client import ClickHouseCorrupted, ClickHouseUnavailable
     from deploy.http_server import polling_health, serve_operations
     from deploy.migrations import MigrationError
 
@@ -358,6 +361,11 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
     except (ClickHouseUnavailable, MigrationError) as exc:
         err.print(f"[red]store cannot start:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
+    except ClickHouseCorrupted as exc:
+        err.print(f"[red]store stopped, ClickHouse returned corrupted data[/] (nothing of the batch was committed; "
+                  f"restart the store: embedded chDB detaches the broken part at start and restores the parts it "
+                  f"replaced; on a server see docs/operations.md): {exc}", soft_wrap=True)
+        raise typer.Exit(EXIT_CORRUPTED) from None
     err.print(f"store stopped; {processor.pending()} records were left unstored (they will be replayed)")
 
 

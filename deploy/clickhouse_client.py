@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,19 @@ from deploy.settings import Settings
 
 class ClickHouseUnavailable(RuntimeError):
     pass
+
+
+class ClickHouseCorrupted(RuntimeError):
+    """ClickHouse cannot read back a part it committed. Retrying the same query cannot help;
+    restarting an embedded chDB can: at start it detaches the broken part and brings back the
+    parts it replaced (kept old_parts_lifetime, 8 minutes; see docs/operations.md)."""
+
+
+_CORRUPTION = re.compile(r"\bCode: (40|246)\.")  # CHECKSUM_DOESNT_MATCH, CORRUPTED_DATA
+
+
+def is_corruption(exc: BaseException) -> bool:
+    return bool(_CORRUPTION.search(str(exc)))
 
 
 def connect(url: str, **settings: Any) -> Client:

@@ -12,7 +12,8 @@ A sharding key must be a function of the table's ORDER BY prefix: ReplacingMerge
 re-sent row only within one shard, so every copy of a row must land on the same shard. Sharding the
 trail by debtor also keeps a debtor's actions, alerts and chains on one shard.
 Views are created on every node and read the Distributed tables. ALTER TABLE is applied to the
-local and the Distributed table. Anything else in a migration is refused, not guessed at.
+local and the Distributed table, except MODIFY SETTING (MergeTree settings: the local table only).
+Anything else in a migration is refused, not guessed at.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def cluster_statements(statements: Iterable[str], cluster: str, *, replicated: b
             out.append(f"CREATE VIEW IF NOT EXISTS {match['name']}{on} AS {match['select']}")
         elif match := _ALTER_TABLE.match(statement):
             db, table, change = match["db"], match["table"], match["change"]
-            out += [f"ALTER TABLE {db}.{table}{LOCAL_SUFFIX}{on} {change}", f"ALTER TABLE {db}.{table}{on} {change}"]
+            out.append(f"ALTER TABLE {db}.{table}{LOCAL_SUFFIX}{on} {change}")
+            if not change.startswith("MODIFY SETTING"):  # a Distributed table has no MergeTree settings
+                out.append(f"ALTER TABLE {db}.{table}{on} {change}")
         else:
             first_line = statement.strip().splitlines()[0]
             raise ClusterDdlError(f"no cluster form for: {first_line!r} (CREATE DATABASE/TABLE/VIEW IF NOT "

@@ -38,6 +38,9 @@ def report(outcome: Outcome, console: Console) -> None:
                    str(outcome.alerts_stored_final), str(outcome.alerts_duplicated),
                    str(sum(outcome.alerts_missing.values())), str(sum(outcome.alerts_extra.values())))
     console.print(events)
+    if outcome.store_restarts:
+        console.print(f"the store stopped itself on a part ClickHouse could not read back "
+                      f"{outcome.store_restarts} time(s) and was restarted")
     if outcome.alerts_missing or outcome.alerts_extra:
         console.print(f"missing by rule {outcome.alerts_missing}; extra by rule {outcome.alerts_extra}")
     console.print("[green]reconciled: nothing lost, nothing twice[/]" if outcome.clean else "[red]NOT reconciled[/]")

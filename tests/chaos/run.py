@@ -10,7 +10,7 @@ outbox. Fault kinds:
 - store_kill, rules_kill: SIGKILL of the role at a random moment, then a restart;
 - supervisor_kill: the roles handed over to one `collection-audit up` process (on the same broker and
   chDB), which is SIGKILLed at a random moment; then the separate roles start again;
-- clickhouse_outage: the store's disk filled for 5-30 s, so every insert fails;
+- clickhouse_outage: the store's disk filled to its last byte for 5-30 s, so every insert fails;
 - broker_outage: the link cut for 5-30 s (connections reset, new ones refused): producers fall back to
   their outbox, consumers lose their group and rejoin;
 - network_delay: 20-300 ms added to every forwarded chunk for 5-30 s.
@@ -20,7 +20,12 @@ committed offset, and the design cannot promise anything about records it had ac
 consumer had read yet (a real cluster keeps them: replication 3, min.insync.replicas 2). What the design
 does promise, that a producer keeps an event in its outbox until the broker acknowledges it and that
 consumers resume when the broker is reachable again, is what broker_outage tests: the broker becomes
-unreachable while its process keeps the log."""
+unreachable while its process keeps the log.
+
+A role that dies fails the run, except one way the store is meant to stop: with exit status 3 when
+ClickHouse cannot read back a part it had committed (a merge running as the disk filled can leave one).
+The run restarts it, as a deployment's restart policy would, and counts it; chDB detaches the broken part
+at start and brings back the parts it replaced."""
 
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from deploy.cli import EXIT_CORRUPTED
 from deploy.embedded_broker import EmbeddedBroker
 from deploy.topics import apply_topics, load_topic_specs
 from producers.sdk import AuditProducer
@@ -92,6 +98,7 @@ class Outcome:
     alerts_duplicated: int = 0
     alerts_missing: dict[str, int] = field(default_factory=dict)  # by rule
     alerts_extra: dict[str, int] = field(default_factory=dict)
+    store_restarts: int = 0  # the store stopped itself on a corrupted part and was restarted
     seconds: float = 0.0
 
     @property
@@ -131,6 +138,7 @@ class ChaosRun:
         self._load: threading.Thread | None = None
         self._started = 0.0
         self._mounted = False
+        self.store_restarts = 0
 
     # -- the stack ----------------------------------------------------------------------------
 
@@ -221,6 +229,11 @@ class ChaosRun:
         return "\n".join(lines)
 
     def _check_alive(self) -> None:
+        if self.store is not None and self.store.process.poll() == EXIT_CORRUPTED:
+            self.config.log("the store stopped on a corrupted part; restarting it\n" + "".join(self.store.log[-5:]))
+            self.retired.append(self.store)
+            self.store_restarts += 1
+            self.store = self._start_store()
         if any(role is not None and role.process.poll() is not None for role in (self.store, self.rules)):
             raise ChaosFailure("a role died\n" + self._states())
 
@@ -301,6 +314,7 @@ class ChaosRun:
         failed = self.store.wait_for_line("flush failed", timeout_s=held)
         time.sleep(max(0.0, held - (time.monotonic() - began)))
         ballast.unlink()
+        self._check_alive()
         if self.store.process.poll() is not None:
             raise ChaosFailure("the store consumer died during a ClickHouse outage:\n" + "".join(self.store.log[-40:]))
         return f"disk full for {held:.1f}s ({'inserts failed' if failed else 'no insert attempted'})"
@@ -350,6 +364,7 @@ class ChaosRun:
             raise ChaosFailure("the consumers did not catch up within 10 minutes\n" + self._states())
         self.rules.stop()
         self.store.stop()
+        outcome.store_restarts = self.store_restarts
         self._reconcile(outcome)
 
     def _reconcile(self, outcome: Outcome) -> None:

@@ -83,6 +83,8 @@ def test_statements_without_a_cluster_form_are_refused_not_guessed() -> None:
     alter = cluster_statements(["ALTER TABLE audit.actions ADD COLUMN IF NOT EXISTS x UInt8"], "prod")
     assert alter == ["ALTER TABLE audit.actions_local ON CLUSTER prod ADD COLUMN IF NOT EXISTS x UInt8",
                      "ALTER TABLE audit.actions ON CLUSTER prod ADD COLUMN IF NOT EXISTS x UInt8"]
+    setting = cluster_statements(["ALTER TABLE audit.actions MODIFY SETTING old_parts_lifetime = 480"], "prod")
+    assert setting == ["ALTER TABLE audit.actions_local ON CLUSTER prod MODIFY SETTING old_parts_lifetime = 480"]
 
 
 def test_cluster_tables_match_the_single_node_schema_and_take_the_store_insert_path(tmp_path: Path) -> None:

@@ -20,6 +20,12 @@ from deploy.settings import Settings
 from deploy.supervisor import EmbeddedStack
 
 
+def unique_token(length: int = 8) -> str:
+    """A fragment that makes an id unique to this run. It starts with a letter, so no id built from it
+    reads as a phone, id-card or card number to the PII scan (an all-digit uuid prefix once did)."""
+    return "t" + uuid.uuid4().hex[:length - 1]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -123,7 +129,7 @@ def action(**overrides: Any) -> dict[str, Any]:
     """A valid collection action; each call gets a fresh debtor unless one is given."""
     event: dict[str, Any] = {
         "occurred_at": "2024-05-01T10:00:00+08:00", "source_system": "crm", "agency_id": "AG1",
-        "debtor_id": f"D-{uuid.uuid4().hex[:12]}", "account_id": "ACC-1", "collector_id": "C1",
+        "debtor_id": f"D-{unique_token(12)}", "account_id": "ACC-1", "collector_id": "C1",
         "action_type": "SMS", "direction": "OUTBOUND", "counterparty": "DEBTOR",
         "message_text": "您尾号1234的贷款应还1,250.00元，到期日2024-11-01",
         "amount_due_minor": 125000, "currency": "CNY", "due_date": "2024-11-01",

@@ -16,6 +16,7 @@ from consumers.metrics import ConsumerMetrics
 from consumers.store_consumer import StoreProcessor
 from consumers.trail_writer import ACTIONS, TrailWriter
 from deploy.clickhouse_client import ClickHouseCorrupted, is_corruption
+from tests.conftest import unique_token
 from tests.consumers.test_trail_writer import ENRICHER, action
 
 pytestmark = pytest.mark.stack
@@ -33,12 +34,12 @@ def record(debtor: str, offset: int) -> dict[str, Any]:
 
 
 def test_a_corrupted_part_stops_the_store_with_what_happened(clickhouse: Client) -> None:
-    database = f"corrupt_{uuid.uuid4().hex[:8]}"
+    database = f"corrupt_{unique_token(8)}"
     clickhouse.command(f"CREATE DATABASE {database}")
     try:
         table = replace(ACTIONS, name=f"{database}.actions")
         clickhouse.command(f"CREATE TABLE {table.name} AS audit.actions")
-        debtor = f"CP-{uuid.uuid4().hex[:8]}"
+        debtor = f"CP-{unique_token(8)}"
         TrailWriter(clickhouse, table).write([action(debtor, datetime(2024, 6, 1, 2, tzinfo=UTC), 0)])
         [[part_path]] = clickhouse.query(f"SELECT path FROM system.parts WHERE database = '{database}' "
                                          "AND table = 'actions' AND active").result_rows

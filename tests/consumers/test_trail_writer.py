@@ -10,6 +10,7 @@ from consumers.pii import PiiMasker
 from consumers.reference_state import ReferenceState
 from consumers.store_rows import Enricher, Provenance
 from consumers.trail_writer import ACTIONS, TrailWriter
+from tests.conftest import unique_token
 
 pytestmark = pytest.mark.stack
 ENRICHER = Enricher(PiiMasker(bytes(32)), ReferenceState())
@@ -34,7 +35,7 @@ def stored(client: Client, debtor: str) -> list[tuple[Any, ...]]:
 
 
 def test_rows_already_stored_are_not_stored_again(clickhouse: Client) -> None:
-    debtor = f"TW-{uuid.uuid4().hex[:8]}"
+    debtor = f"TW-{unique_token(8)}"
     t0 = datetime(2024, 5, 1, 2, tzinfo=UTC)
     rows = [action(debtor, t0 + timedelta(minutes=i), i) for i in range(5)]
     writer = TrailWriter(clickhouse, ACTIONS)
@@ -47,7 +48,7 @@ def test_rows_already_stored_are_not_stored_again(clickhouse: Client) -> None:
 
 def test_a_large_batch_of_distinct_debtors_is_checked_and_stored_once(clickhouse: Client) -> None:
     # 12,000 ids and debtor keys do not fit in one query's text (ClickHouse max_query_size is 256 KiB)
-    prefix = f"TWL-{uuid.uuid4().hex[:8]}"
+    prefix = f"TWL-{unique_token(8)}"
     t0 = datetime(2024, 7, 1, tzinfo=UTC)
     rows = [action(f"{prefix}-{i:05d}-with-a-long-debtor-identifier", t0 + timedelta(seconds=i), i)
             for i in range(12_000)]
@@ -59,13 +60,13 @@ def test_a_large_batch_of_distinct_debtors_is_checked_and_stored_once(clickhouse
 
 
 def test_duplicates_inside_one_batch_are_stored_once(clickhouse: Client) -> None:
-    debtor = f"TW-{uuid.uuid4().hex[:8]}"
+    debtor = f"TW-{unique_token(8)}"
     row = action(debtor, datetime(2024, 5, 1, tzinfo=UTC), 0)
     assert TrailWriter(clickhouse, ACTIONS).write([row, dict(row, kafka_offset=7)]) == 1
 
 
 def test_each_month_has_its_own_chain_linked_from_genesis(clickhouse: Client) -> None:
-    debtor = f"TW-{uuid.uuid4().hex[:8]}"
+    debtor = f"TW-{unique_token(8)}"
     times = [datetime(2024, 5, 31, 23, tzinfo=UTC), datetime(2024, 6, 1, 1, tzinfo=UTC),
              datetime(2024, 5, 30, tzinfo=UTC), datetime(2024, 6, 2, tzinfo=UTC)]
     TrailWriter(clickhouse, ACTIONS).write([action(debtor, t, i) for i, t in enumerate(times)])
@@ -79,7 +80,7 @@ def test_each_month_has_its_own_chain_linked_from_genesis(clickhouse: Client) ->
 
 
 def test_row_hash_covers_the_stored_content(clickhouse: Client) -> None:
-    debtor = f"TW-{uuid.uuid4().hex[:8]}"
+    debtor = f"TW-{unique_token(8)}"
     row = action(debtor, datetime(2024, 7, 1, tzinfo=UTC), 0)
     TrailWriter(clickhouse, ACTIONS).write([row])
     result = clickhouse.query(f"SELECT {', '.join(ACTIONS.columns)} FROM audit.actions "
@@ -89,7 +90,7 @@ def test_row_hash_covers_the_stored_content(clickhouse: Client) -> None:
 
 
 def test_after_forget_the_chain_continues_from_what_is_stored(clickhouse: Client) -> None:
-    debtor = f"TW-{uuid.uuid4().hex[:8]}"
+    debtor = f"TW-{unique_token(8)}"
     t0 = datetime(2024, 8, 1, tzinfo=UTC)
     writer = TrailWriter(clickhouse, ACTIONS)
     writer.write([action(debtor, t0, 0)])
@@ -100,7 +101,7 @@ def test_after_forget_the_chain_continues_from_what_is_stored(clickhouse: Client
 
 
 def test_an_action_older_than_one_already_stored_is_flagged_out_of_order(clickhouse: Client) -> None:
-    debtor = f"TW-{uuid.uuid4().hex[:8]}"
+    debtor = f"TW-{unique_token(8)}"
     t0 = datetime(2024, 9, 10, tzinfo=UTC)
     TrailWriter(clickhouse, ACTIONS).write([action(debtor, t0, 0)])
     TrailWriter(clickhouse, ACTIONS).write([action(debtor, t0 - timedelta(days=20), 1),

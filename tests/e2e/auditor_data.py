@@ -5,7 +5,6 @@ resolution, and one undecodable record (a dead letter)."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +12,7 @@ from clickhouse_connect.driver.client import Client
 from kafka import KafkaProducer
 
 from deploy.supervisor import EmbeddedStack
-from tests.conftest import action, references_read, wait_until
+from tests.conftest import action, references_read, unique_token, wait_until
 
 RANGE = {"from": "2024-03-01T00:00:00Z", "to": "2024-06-01T00:00:00Z"}
 
@@ -32,7 +31,7 @@ class Trail:
 
 
 def seed(stack: EmbeddedStack, clickhouse: Client) -> Trail:
-    run = uuid.uuid4().hex[:8]
+    run = unique_token(8)
     t = Trail(run, f"D-AU-{run}", f"D-AU-US-{run}", f"AG-AU-{run}", f"C-AU-{run}")
     producer = stack.producer
     assert producer is not None

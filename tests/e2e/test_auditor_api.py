@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from clickhouse_connect.driver.client import Client
 from deploy.auditor import queries
 from deploy.auditor.tokens import TokenStore
 from deploy.supervisor import EmbeddedStack
+from tests.conftest import unique_token
 from tests.e2e.auditor_data import RANGE, Trail, seed
 
 pytestmark = pytest.mark.stack
@@ -31,7 +31,7 @@ def trail(stack: EmbeddedStack, clickhouse: Client) -> Trail:
 @pytest.fixture(scope="module")
 def tokens(stack: EmbeddedStack) -> dict[str, str]:
     store = TokenStore(stack.settings.tokens_path)
-    run = uuid.uuid4().hex[:6]
+    run = unique_token(6)
     made = {role: store.create(f"test-{role}-{run}", role) for role in ("auditor", "on-call", "admin")}
     made["expired"] = store.create(f"test-expired-{run}", "admin", timedelta(seconds=-1))
     return made
@@ -239,7 +239,7 @@ def test_injection_in_every_filter_matches_nothing(api: httpx.Client, tokens: di
 def test_every_call_lands_in_the_access_log(api: httpx.Client, stack: EmbeddedStack, trail: Trail,
                                             clickhouse: Client) -> None:
     store = TokenStore(stack.settings.tokens_path)
-    name = f"logged-{uuid.uuid4().hex[:6]}"
+    name = f"logged-{unique_token(6)}"
     token = store.create(name, "auditor")
     calls = [("/actions", {"agency": trail.agency, **RANGE}, 200, 8),
              (f"/debtors/{trail.debtor}/timeline", RANGE, 200, None),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-import uuid
 from typing import Any
 
 import phonenumbers
@@ -22,10 +21,10 @@ from clickhouse_connect.driver.client import Client
 from consumers.pii import _cn_id_valid, _luhn_valid
 from deploy.supervisor import EmbeddedStack
 from producers.simulator import SimConfig, Simulation
-from tests.conftest import action, wait_until
+from tests.conftest import action, unique_token, wait_until
 
 pytestmark = pytest.mark.stack
-RUN = uuid.uuid4().hex[:6]
+RUN = unique_token(6)
 PLANTED = [
     "请回电13800138000，谢谢", "call 138 0013 8000 today", "+86-138-0013-8000", "手机：１３８００１３８０００",
     "身份证11010519491231002X已核实", "卡号6222 0212 3456 7890 128", "US (212) 555-0147 or +1 212-555-0147",

@@ -3,14 +3,13 @@
 import json
 import urllib.parse
 import urllib.request
-import uuid
 from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
 
 from deploy.supervisor import EmbeddedStack
-from tests.conftest import action, read_topic, references_read, wait_until
+from tests.conftest import action, read_topic, references_read, unique_token, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -23,7 +22,7 @@ def alertmanager_alerts(url: str, agency: str) -> list[dict[str, Any]]:
 
 def test_a_threat_reaches_the_topic_the_store_and_alertmanager(stack: EmbeddedStack, clickhouse: Client,
                                                                 alertmanager_url: str) -> None:
-    run = uuid.uuid4().hex[:8]
+    run = unique_token(8)
     debtor, agency = f"D-AL-{run}", f"AG-AL-{run}"
     assert stack.producer is not None
     references_before = references_read(stack)

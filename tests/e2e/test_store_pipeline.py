@@ -18,10 +18,10 @@ from schemas.catalog import Catalog
 from schemas.codec import AvroCodec
 from schemas.contract import parse_event
 from schemas.registry import CatalogRegistry
-from tests.conftest import action, read_topic, wait_until
+from tests.conftest import action, read_topic, unique_token, wait_until
 
 pytestmark = pytest.mark.stack
-RUN = uuid.uuid4().hex[:6]
+RUN = unique_token(6)
 NY, SH, NOPROFILE = f"D-NY-{RUN}", f"D-SH-{RUN}", f"D-NP-{RUN}"
 AGENCY = f"AG-{RUN}"
 

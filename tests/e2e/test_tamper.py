@@ -17,14 +17,14 @@ from consumers.trail_writer import ACTIONS
 from deploy.auditor.tokens import TokenStore
 from deploy.cli import app
 from deploy.supervisor import EmbeddedStack
-from tests.conftest import action, wait_until
+from tests.conftest import action, unique_token, wait_until
 
 pytestmark = pytest.mark.stack
 
 
 def test_verify_names_exactly_the_altered_removed_and_inserted_rows(
         stack: EmbeddedStack, clickhouse: Client) -> None:
-    debtor = f"D-TAMPER-{uuid.uuid4().hex[:8]}"
+    debtor = f"D-TAMPER-{unique_token(8)}"
     assert stack.producer is not None
     ids = [stack.producer.emit(action(debtor_id=debtor, occurred_at=f"2024-07-{day:02d}T10:00:00+08:00",
                                       message_text=f"第{day}次提醒：您的贷款已逾期"))

@@ -19,14 +19,14 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from deploy.supervisor import EmbeddedStack
 from schemas.contract import record_to_json
-from tests.conftest import action
+from tests.conftest import action, unique_token
 
 pytestmark = pytest.mark.stack
 TOPICS = ("collection.actions", "collection.reference")
 
 
 def _events(prefix: str) -> list[dict[str, Any]]:
-    debtor = f"D-{prefix}-{uuid.uuid4().hex[:8]}"
+    debtor = f"D-{prefix}-{unique_token(8)}"
     return [
         action(debtor_id=debtor, event_id=str(uuid.uuid4()), occurred_at="2024-03-10T01:59:59-05:00"),
         action(debtor_id=debtor, event_id=str(uuid.uuid4()), action_type="CALL_ATTEMPT", call_result="BUSY",

@@ -10,7 +10,6 @@ are pinned below with @example and replay every time.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -23,6 +22,7 @@ from hypothesis import strategies as st
 from deploy.auditor import queries
 from deploy.auditor.tokens import TokenStore
 from deploy.supervisor import EmbeddedStack
+from tests.conftest import unique_token
 
 pytestmark = pytest.mark.stack
 EXAMPLES = int(os.environ.get("FUZZ_API_EXAMPLES", "40"))
@@ -42,7 +42,7 @@ CURSOR = st.one_of(TEXT, st.builds(lambda moment, row: queries.encode_cursor(mom
 
 @pytest.fixture(scope="module")
 def api(stack: EmbeddedStack) -> Iterator[httpx.Client]:
-    token = TokenStore(stack.settings.tokens_path).create(f"fuzz-{uuid.uuid4().hex[:6]}", "admin")
+    token = TokenStore(stack.settings.tokens_path).create(f"fuzz-{unique_token(6)}", "admin")
     with httpx.Client(base_url=f"http://{stack.settings.http_host}:{stack.settings.http_port}/api/v1",
                       headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
         yield client

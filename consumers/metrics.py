@@ -31,3 +31,6 @@ class ConsumerMetrics:
                                     "Producer accepted the event -> stored (seconds)", ["table"],
                                     buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.25, 1.5, 2,
                                              2.5, 3, 4, 5, 10, 30, 60, 300), registry=registry)
+        self.disk_free = Gauge("collection_audit_clickhouse_disk_free_ratio",
+                               "Free / total space of each ClickHouse disk, as the store's ClickHouse reports it "
+                               "(inserts are refused below 0.1)", ["disk"], registry=registry)

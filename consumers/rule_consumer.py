@@ -31,7 +31,7 @@ from kafka.partitioner.default import murmur2
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from consumers.alert_delivery import AlertDelivery
-from consumers.consumer_loop import ConsumerLoop
+from consumers.consumer_loop import ConsumerLoop, tune_gc
 from consumers.rules.engine import RuleEngine
 from consumers.rules.ruleset import load_ruleset
 from consumers.rules.text_match import Lexicon
@@ -267,6 +267,7 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
     replay.loop = loop
     consumer.subscribe([TOPIC_ACTIONS], listener=replay)
     on_ready()
+    tune_gc()  # catalog, lexicon and clients are loaded
     try:
         loop.run(should_stop)
     finally:

@@ -22,7 +22,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from consumers.consumer_loop import ConsumerLoop
+from consumers.consumer_loop import ConsumerLoop, tune_gc
 from consumers.metrics import ConsumerMetrics
 from consumers.pii import PiiMasker
 from consumers.reference_state import ReferenceState
@@ -199,7 +199,14 @@ def build_store_loop(settings: Settings, client: Client, codec: AvroCodec, enric
                         max_wait_s=settings.store_batch_wait_ms / 1000,
                         infrastructure_errors=(ClickHouseError, DeadLetterDeliveryFailed, OSError),
                         commit_delay_s=settings.store_commit_delay_ms / 1000)
-    loop.on_poll = lambda: _publish_lag(loop, metrics)
+    disks = DiskWatch(client, metrics)
+    disks.sample()
+
+    def on_poll() -> None:
+        _publish_lag(loop, metrics)
+        disks.sample()
+
+    loop.on_poll = loop.on_retry_poll = on_poll  # lag, health and disk stay current through an outage
     loop.on_revoked = lambda revoked: _forget_lag(revoked, metrics)
     consumer.subscribe(list(TOPICS), listener=_Listener(loop, processor))
     return loop, processor
@@ -217,6 +224,38 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         for writer in self.processor.writers.values():
             writer.forget()
         self.loop.on_partitions_assigned(list(assigned))
+
+
+class DiskWatch:
+    """Free space of ClickHouse's disks on the store's /metrics (the embedded stack has no ClickHouse
+    metrics endpoint of its own), sampled every `every_s`; a warning in the log below 15%."""
+
+    WARN_BELOW = 0.15
+
+    def __init__(self, client: Client, metrics: ConsumerMetrics, every_s: float = 15.0) -> None:
+        self.client, self.metrics, self.every_s = client, metrics, every_s
+        self._next = 0.0
+        self._warned: set[str] = set()
+
+    def sample(self) -> None:
+        if time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + self.every_s
+        try:
+            disks = self.client.query("SELECT name, free_space, total_space FROM system.disks").result_rows
+        except (ClickHouseError, OSError):
+            return  # ClickHouse unreachable: the flush path reports that
+        for name, free, total in disks:
+            if not total:
+                continue
+            ratio = free / total
+            self.metrics.disk_free.labels(name).set(ratio)
+            if ratio >= self.WARN_BELOW:
+                self._warned.discard(name)
+            elif name not in self._warned:  # once per dip, not every sample
+                self._warned.add(name)
+                log.warning("ClickHouse disk %s has %.1f%% free: inserts are refused below 10%% "
+                            "(deploy/clickhouse/0004_disk_safety.sql)", name, 100 * ratio)
 
 
 def _utf8(key: bytes | None) -> bool:
@@ -249,6 +288,7 @@ def run_store(settings: Settings, registry: CollectorRegistry, should_stop: Call
     enricher = Enricher(PiiMasker(settings.pii_key_bytes(), default_region=settings.default_jurisdiction),
                         ReferenceState(), settings.default_jurisdiction)
     loop, processor = build_store_loop(settings, client, codec, enricher, ConsumerMetrics(registry, GROUP))
+    tune_gc()  # schema, codec, PII and OpenCC tables are loaded
     try:
         loop.run(should_stop)
     finally:

@@ -122,7 +122,7 @@ def up(
             sim_thread = _start_simulator(stack.producer, progress, rate, None, violation_rate, labels, stop)
         with LiveCounts("collection-audit up", lambda: _up_counts(stack.producer, progress, started, stack)) as view:
             while not stop() and (duration is None or time.monotonic() - started < duration):
-                if simulate and not sim_thread.is_alive():
+                if (simulate and not sim_thread.is_alive()) or stack.failures:
                     break
                 view.refresh()
                 time.sleep(0.25)
@@ -133,6 +133,8 @@ def up(
         stack.stop()
         counts = _up_counts(None, progress, started, stack)
     err.print(counts_table("summary", counts))
+    for role, failure in stack.failures.items():
+        _exit_on_role_failure(role, failure)
     if settings.embedded_broker:
         err.print("The embedded broker kept its data in memory; it is gone now that the stack stopped.")
     err.print(f"The audit trail is in ClickHouse ({settings.clickhouse}). Query it, for example:\n"
@@ -158,6 +160,9 @@ def _up_counts(producer: AuditProducer | None, progress: SimProgress, started: f
                        "alerts stored": stack.stored("audit.alerts"),
                        "dead letters": stack.stored("audit.dead_letters"),
                        "store consumer lag": stack.store_lag()})
+        free = stack.disk_free()
+        if free is not None:
+            counts["ClickHouse disk free"] = f"{free:.0%}" + (" (inserts refused below 10%)" if free < 0.15 else "")
     return counts
 
 
@@ -334,6 +339,22 @@ def migrate(clickhouse_url: Annotated[str | None, typer.Option(
 
 
 EXIT_CORRUPTED = 3  # the store found a part ClickHouse cannot read back: a restart policy should restart it
+_CORRUPTED_HINT = ("nothing of the batch was committed; restart the store: embedded chDB detaches a broken part "
+                   "at start and restores the parts it replaced; on a server see docs/operations.md")
+
+
+def _exit_on_role_failure(role: str, failure: BaseException) -> None:
+    """`up` lost a consumer role: say why and exit non-zero (3 for corrupted data), so that whatever
+    supervises `up` restarts it rather than leave a stack running without its store or rules."""
+    from deploy.clickhouse_client import ClickHouseCorrupted
+
+    if isinstance(failure, ClickHouseCorrupted):
+        err.print(f"[red]up stopped: the {role} consumer found corrupted data[/] ({_CORRUPTED_HINT}): {failure}",
+                  soft_wrap=True)
+        raise typer.Exit(EXIT_CORRUPTED)
+    err.print(f"[red]up stopped: the {role} consumer failed[/] ({type(failure).__name__}: {failure}; "
+              f"the log above has the traceback)", soft_wrap=True)
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -362,9 +383,8 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
         err.print(f"[red]store cannot start:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
     except ClickHouseCorrupted as exc:
-        err.print(f"[red]store stopped, ClickHouse returned corrupted data[/] (nothing of the batch was committed; "
-                  f"restart the store: embedded chDB detaches the broken part at start and restores the parts it "
-                  f"replaced; on a server see docs/operations.md): {exc}", soft_wrap=True)
+        err.print(f"[red]store stopped, ClickHouse returned corrupted data[/] ({_CORRUPTED_HINT}): {exc}",
+                  soft_wrap=True)
         raise typer.Exit(EXIT_CORRUPTED) from None
     err.print(f"store stopped; {processor.pending()} records were left unstored (they will be replayed)")
 

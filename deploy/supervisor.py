@@ -48,6 +48,7 @@ class EmbeddedStack:
     rules_thread: threading.Thread | None = None
     _store_stop: threading.Event = field(default_factory=threading.Event)
     _rules_stop: threading.Event = field(default_factory=threading.Event)
+    failures: dict[str, BaseException] = field(default_factory=dict)  # role -> what stopped it
 
     def start(self, with_store: bool = True, with_rules: bool = True) -> None:
         s = self.settings
@@ -83,13 +84,13 @@ class EmbeddedStack:
     def _start_store(self) -> None:
         client = trail_client(self.settings)
         self.store_thread = _role_thread(
-            "store", lambda: run_store(self.settings, self.metrics, self._store_stop.is_set, client))
+            "store", lambda: run_store(self.settings, self.metrics, self._store_stop.is_set, client), self.failures)
 
     def _start_rules(self) -> None:
         from consumers.rule_consumer import run_rules
 
         self.rules_thread = _role_thread(
-            "rules", lambda: run_rules(self.settings, self.metrics, self._rules_stop.is_set))
+            "rules", lambda: run_rules(self.settings, self.metrics, self._rules_stop.is_set), self.failures)
 
     def alerts_raised(self) -> float:
         return sum(sample.value for metric in self.metrics.collect()
@@ -100,6 +101,12 @@ class EmbeddedStack:
         """Records the store consumer has yet to read, from the last fetch high-water marks."""
         return sum(sample.value for metric in self.metrics.collect() if metric.name == "collection_audit_consumer_lag"
                    for sample in metric.samples)
+
+    def disk_free(self) -> float | None:
+        """The fullest ClickHouse disk's free share, as the store last sampled it."""
+        ratios = [sample.value for metric in self.metrics.collect()
+                  if metric.name == "collection_audit_clickhouse_disk_free_ratio" for sample in metric.samples]
+        return min(ratios) if ratios else None
 
     def stored(self, table: str = "audit.actions") -> float:
         return self.metrics.get_sample_value("collection_audit_stored_total", {"table": table}) or 0.0
@@ -141,13 +148,15 @@ class EmbeddedStack:
             self.broker = None
 
 
-def _role_thread(name: str, role: Callable[[], object]) -> threading.Thread:
-    """Run a consumer role on a daemon thread; if it dies, the log says why and health() shows it."""
+def _role_thread(name: str, role: Callable[[], object], failures: dict[str, BaseException]) -> threading.Thread:
+    """Run a consumer role on a daemon thread; if it dies, the log says why, health() shows it and
+    `failures` keeps the exception (`up` then stops the stack and exits, for a restart policy to act)."""
     def run() -> None:
         try:
             role()
-        except BaseException:
+        except BaseException as exc:
             log.exception("the %s consumer stopped", name)
+            failures[name] = exc
 
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()

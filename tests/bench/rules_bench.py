@@ -13,6 +13,7 @@ from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
+from consumers.consumer_loop import tune_gc
 from consumers.rule_consumer import build_engine, run_rules
 from consumers.rules.simulator_check import decoded_simulation
 from deploy.embedded_broker import EmbeddedBroker
@@ -27,9 +28,10 @@ from tests.e2e.processes import RoleProcess
 
 
 def engine_alone(n_events: int) -> float:
-    stream = decoded_simulation(n_events, seed=7, violation_rate=0.02)
     engine = build_engine(Settings())
     engine.watermark_from_events = True  # one ordered stream
+    tune_gc()  # as run_rules does once it has loaded the catalog (the input below is not frozen)
+    stream = decoded_simulation(n_events, seed=7, violation_rate=0.02)
     started = time.perf_counter()
     for is_action, record, _ in stream:
         engine.on_action(record) if is_action else engine.on_reference(record)

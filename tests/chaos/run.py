@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import shutil
 import subprocess
 import threading
 import time
@@ -196,6 +197,11 @@ class ChaosRun:
                 role.process.wait(10)
         if self.config.logs_dir is not None:
             self.config.logs_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.config.logs_dir.glob("*.log"):  # a previous run's, which would mislead
+                stale.unlink()
+            broker_log = self.config.workdir / "broker.log"
+            if broker_log.exists():
+                shutil.copyfile(broker_log, self.config.logs_dir / "broker.log")
             for number, role in enumerate(roles, 1):
                 name = f"{number:03d}-{role.process.args[3]}.log"
                 (self.config.logs_dir / name).write_text("".join(role.log), encoding="utf-8")
@@ -243,8 +249,9 @@ class ChaosRun:
             return all(len(role.samples(name) or []) == n for name, n in lag_series.items())
 
         if not wait_until(ready, timeout_s=timeout_s, every_s=0.5):
+            logged = [line for line in role.log if line[:2] == "20"]  # timestamped: not the live view
             raise ChaosFailure(f"{' '.join(role.process.args[3:5])} did not join its group within {timeout_s:.0f}s:\n"
-                               + "".join(role.log[-40:]))
+                               + "".join(logged[-40:]))
 
     # -- load and ledger ----------------------------------------------------------------------
 

@@ -206,3 +206,21 @@ def assert_chains_intact(clickhouse_url: str) -> None:
                OR arrayExists(i -> links[i].2 != links[i - 1].3, range(2, length(links) + 1))
             LIMIT 5""")
         assert broken == [], f"{table}: broken chains {broken}"
+
+
+def corrupt_parts(chdb_dir: Path, table: str = "audit.actions") -> int:
+    """Flip one payload byte in every compressed block of every part of a chDB table, as bit rot would:
+    each block's checksum no longer matches. Returns the number of blocks corrupted."""
+    database, name = table.split(".")
+    blocks = 0
+    for data_file in (chdb_dir / "data" / database / name).resolve().glob("*_*_*_*/*.bin"):
+        data = bytearray(data_file.read_bytes())
+        offset = 0
+        while offset + 25 <= len(data):  # 16 bytes of checksum, then method (1), sizes (4 + 4), payload
+            compressed_size = int.from_bytes(data[offset + 17:offset + 21], "little")  # counts the 9-byte header
+            if compressed_size > 9:
+                data[offset + 25] ^= 0xFF
+                blocks += 1
+            offset += 16 + compressed_size
+        data_file.write_bytes(bytes(data))
+    return blocks

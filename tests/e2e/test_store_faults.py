@@ -1,5 +1,6 @@
 """The store consumer under faults, as its own process on its own broker and chDB:
-SIGKILL at random points and between insert and commit, and ClickHouse out of disk for a while.
+SIGKILL at random points and between insert and commit, ClickHouse out of disk for a while, and a
+part ClickHouse cannot read back.
 Afterwards every produced event is stored exactly once and every hash chain is intact."""
 
 from __future__ import annotations
@@ -13,12 +14,21 @@ from pathlib import Path
 
 import pytest
 
+from deploy.cli import EXIT_CORRUPTED
 from deploy.embedded_broker import EmbeddedBroker
 from producers.sdk import AuditProducer
 from schemas.catalog import Catalog
 from schemas.registry import CatalogRegistry
 from tests.conftest import wait_until
-from tests.e2e.processes import RoleProcess, StoreProcess, assert_chains_intact, fill, simulated, sql
+from tests.e2e.processes import (
+    RoleProcess,
+    StoreProcess,
+    assert_chains_intact,
+    corrupt_parts,
+    fill,
+    simulated,
+    sql,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -83,18 +93,25 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_clickhouse_out_of_disk_backs_off_commits_nothing_and_catches_up(
-        broker: EmbeddedBroker, tmp_path: Path, small_disk: Path, processes: list[RoleProcess]) -> None:
+def committed_offsets(broker: EmbeddedBroker) -> dict[tuple[str, int], int]:
     from kafka import KafkaAdminClient
 
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        return {(tp.topic, tp.partition): meta.offset
+                for tp, meta in admin.list_group_offsets("audit-store")["audit-store"].items()}
+    finally:
+        admin.close()
+
+
+def test_clickhouse_out_of_disk_backs_off_commits_nothing_and_catches_up(
+        broker: EmbeddedBroker, tmp_path: Path, small_disk: Path, processes: list[RoleProcess]) -> None:
     clickhouse_url = f"chdb://{small_disk / 'clickhouse'}"
     events = simulated(6_000, seed=22)
     produced: set[str] = set()
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
 
     def committed() -> dict[tuple[str, int], int]:
-        return {(tp.topic, tp.partition): meta.offset
-                for tp, meta in admin.list_group_offsets("audit-store")["audit-store"].items()}
+        return committed_offsets(broker)
 
     with AuditProducer({"bootstrap_servers": broker.bootstrap_servers}, CatalogRegistry(Catalog.load()),
                        tmp_path / "outbox.sqlite") as producer:
@@ -108,15 +125,39 @@ def test_clickhouse_out_of_disk_backs_off_commits_nothing_and_catches_up(
         produce(3000)
         assert wait_until(store.caught_up, timeout_s=60), "".join(store.log[-30:])
         before = committed()
+        def disk_free() -> float:
+            return min(store.samples("collection_audit_clickhouse_disk_free_ratio") or [1.0])
+
+        assert 0.15 < disk_free() <= 1.0
         ballast = fill(small_disk)
         produce(3000)
         assert store.wait_for_line("flush failed", timeout_s=30), "inserts must fail while the disk is full"
         time.sleep(8)  # an outage of several back-off rounds
+        assert wait_until(lambda: disk_free() < 0.01, timeout_s=30), "the store's /metrics shows the disk full"
+        assert store.wait_for_line("inserts are refused below 10%", timeout_s=5)
         assert store.process.poll() is None, "the consumer must survive the outage"
         assert committed() == before, "nothing may be committed while ClickHouse cannot store"
         ballast.unlink()
         assert wait_until(store.caught_up, timeout_s=90), "".join(store.log[-30:])
         store.stop()
-    admin.close()
     assert_stored_exactly_once(clickhouse_url, produced)
     assert_chains_intact(clickhouse_url)
+
+
+def test_a_part_clickhouse_cannot_read_back_stops_the_store_with_exit_3_and_commits_nothing(
+        broker: EmbeddedBroker, tmp_path: Path, processes: list[RoleProcess]) -> None:
+    chdb_dir = tmp_path / "clickhouse"
+    events = list(simulated(1_000, seed=23))
+    with AuditProducer({"bootstrap_servers": broker.bootstrap_servers}, CatalogRegistry(Catalog.load()),
+                       tmp_path / "outbox.sqlite") as producer:
+        store = StoreProcess(broker, f"chdb://{chdb_dir}", tmp_path / "store")
+        processes.append(store)
+        producer.emit_many(events)
+        assert wait_until(store.caught_up, timeout_s=60), "".join(store.log[-30:])
+        before = committed_offsets(broker)
+        assert corrupt_parts(chdb_dir) > 0
+        producer.emit_many(events)  # redelivered: the store's "already stored?" read meets the rotten parts
+        assert store.process.wait(60) == EXIT_CORRUPTED, "".join(store.log[-30:])
+    log = "".join(store.log)
+    assert "store stopped, ClickHouse returned corrupted data" in log and "CHECKSUM_DOESNT_MATCH" in log, log[-3000:]
+    assert committed_offsets(broker) == before, "the batch that met the broken part must stay uncommitted"

@@ -48,3 +48,38 @@ def test_up_with_the_simulator_produces_events_and_stops_cleanly_on_ctrl_c(tmp_p
     assert not port_open("127.0.0.1", kafka_port), "the broker child must stop with the supervisor"
     assert not port_open("127.0.0.1", http_port)
     assert labels.read_text().count("\n") > 0
+
+
+def test_up_stops_with_exit_3_when_its_store_meets_a_part_clickhouse_cannot_read(tmp_path: Path) -> None:
+    """A stack without its store is no stack: `up` stops everything and exits 3, for a restart policy."""
+    from producers.sdk import AuditProducer
+    from schemas.catalog import Catalog
+    from schemas.registry import CatalogRegistry
+    from tests.e2e.processes import RoleProcess, corrupt_parts, simulated
+
+    kafka_port = free_port()
+    up = RoleProcess("up", None, "--data-dir", str(tmp_path / "up"), "--kafka-port", str(kafka_port))
+    try:
+        def stored() -> float:
+            return sum(up.samples("collection_audit_stored_total", 'table="audit.actions"') or [0])
+
+        events = list(simulated(600, seed=24))
+        actions = sum("kind" not in e for e in events)
+        assert up.wait_for_line("auditor console", timeout_s=60), "".join(up.log[-30:])
+        with AuditProducer({"bootstrap_servers": f"127.0.0.1:{kafka_port}"}, CatalogRegistry(Catalog.load()),
+                           tmp_path / "outbox.sqlite") as producer:
+            producer.emit_many(events)
+            deadline = time.monotonic() + 60
+            while stored() < actions and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert stored() == actions, "".join(up.log[-30:])
+            assert corrupt_parts(tmp_path / "up" / "clickhouse") > 0
+            producer.emit_many(events)  # redelivered: the "already stored?" read meets the rotten parts
+            assert up.process.wait(60) == 3, "".join(up.log[-30:])
+    finally:
+        if up.process.poll() is None:
+            up.process.kill()
+    log = "".join(up.log)
+    assert "up stopped: the store consumer found corrupted data" in log and "CHECKSUM_DOESNT_MATCH" in log, log[-3000:]
+    assert not port_open("127.0.0.1", kafka_port), "the broker child must stop with the supervisor"
+    assert not port_open("127.0.0.1", up.metrics_port)

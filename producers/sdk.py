@@ -50,6 +50,9 @@ class BatchRejected(EventRejected):
 class AuditProducer:
     def __init__(self, client_config: Mapping[str, Any], registry: SchemaRegistry, outbox_path: Path, *,
                  delivery_timeout_s: float = 15.0, source_system: str | None = None) -> None:
+        if delivery_timeout_s < 1:
+            raise ValueError(f"delivery_timeout_s must be at least 1 second, not {delivery_timeout_s}: "
+                             "it bounds each wait for the broker's acknowledgement")
         self._client_config = dict(client_config)
         self._codec = AvroCodec(registry)
         self._delivery_timeout_s = delivery_timeout_s
@@ -59,6 +62,7 @@ class AuditProducer:
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._closed = threading.Event()
+        self._left_at_close = 0
         self.sent = 0
         self.outboxed = 0
         self._drainer = threading.Thread(target=self._drain_forever, name="outbox-drainer", daemon=True)
@@ -129,8 +133,11 @@ class AuditProducer:
         return self._outbox.pending()
 
     def close(self, timeout_s: float = 5.0) -> int:
-        """Flush within `timeout_s`, stop the drainer; returns the events left in the outbox file."""
-        left = self.flush(timeout_s)
+        """Flush within `timeout_s`, stop the drainer; returns the events left in the outbox file. Closing
+        again does nothing and returns the same count."""
+        if self._closed.is_set():
+            return self._left_at_close
+        left = self._left_at_close = self.flush(timeout_s)
         self._closed.set()
         self._wake.set()
         self._drainer.join()
@@ -164,7 +171,7 @@ class AuditProducer:
                 max_request_size=2 * 1024 * 1024,
                 max_block_ms=timeout_ms,
                 bootstrap_timeout_ms=timeout_ms,
-                request_timeout_ms=max(1000, timeout_ms // 2),
+                request_timeout_ms=max(500, timeout_ms // 2),  # below the delivery timeout minus linger
                 delivery_timeout_ms=timeout_ms,
             )
             return True
@@ -173,12 +180,22 @@ class AuditProducer:
             return False
 
     def _disconnect(self) -> None:
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=0)
-            except Exception:  # closing a broken client must not hide the delivery failure
-                log.debug("closing the Kafka producer failed", exc_info=True)
-            self._producer = None
+        """Drop the client after a failed delivery. What it did not deliver is in the outbox, so its pending
+        batches are abandoned, not flushed: kafka-python's close() flushes first and raises while batches are
+        pending, which left its network thread running for good and a traceback at garbage collection, once
+        per outage (kafka-python 3.0; `_sender` and `_closed` are its own)."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=0)
+        except KafkaError:
+            sender = getattr(producer, "_sender", None)
+            if sender is not None:
+                sender.force_close()  # stops the thread and fails the pending batches without sending them
+            producer._closed = True  # nothing left for its __del__ to flush
+        except Exception:  # closing a broken client must not hide the delivery failure
+            log.debug("closing the Kafka producer failed", exc_info=True)
 
     def _deliver(self, rows: list[tuple[str, bytes, bytes, str]]) -> list[int]:
         """Send rows and wait for their acks; returns the indexes that were not acknowledged. Reference

@@ -1,3 +1,5 @@
+import gc
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ from producers.sdk import AuditProducer, BatchRejected
 from schemas.catalog import Catalog
 from schemas.contract import EventRejected
 from schemas.registry import CatalogRegistry
+from tests.chaos.link import FaultyLink
 from tests.conftest import action, free_port, read_topic
 
 pytestmark = pytest.mark.stack
@@ -110,6 +113,45 @@ def test_outbox_keeps_events_while_kafka_is_down_and_delivers_them_when_it_retur
             assert [str(r["event_id"]) for _, r in found] == [first, *rest]
         finally:
             broker.stop()
+
+
+def test_a_delivery_timeout_too_short_for_kafka_python_is_refused_at_once(outbox_path: Path) -> None:
+    # below a second kafka-python refuses the client (delivery > linger + request timeout) at every
+    # connect, and every event would wait in the outbox with nothing but a warning
+    with pytest.raises(ValueError, match=r"delivery_timeout_s must be at least 1 second, not 0\.5"):
+        producer_for("127.0.0.1:1", outbox_path, timeout_s=0.5)
+
+
+def test_a_client_dropped_with_batches_in_flight_stops_at_once(tmp_path: Path, outbox_path: Path) -> None:
+    """After a failed delivery the SDK drops its Kafka client; batches of it may still be in flight (a broker
+    answering slowly, here a relay delaying every chunk). kafka-python's close() raises on those, which
+    left the client's network thread running and a traceback at garbage collection, once per outage."""
+    link = FaultyLink(free_port(), free_port())
+    link.start()
+    broker = EmbeddedBroker(link.upstream_port, tmp_path / "broker.log", advertised_port=link.listen_port)
+    _start_broker(broker)
+
+    unraisable: list[object] = []
+    pytests_hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with producer_for(f"127.0.0.1:{link.listen_port}", outbox_path, timeout_s=5) as p:
+            p.emit(action(debtor_id="D-slow"))
+            assert p._producer is not None
+            thread = p._producer._sender  # the client's network thread (kafka-python's own attribute)
+            assert isinstance(thread, threading.Thread) and thread.is_alive()
+            link.delay_s = 3.0
+            p._producer.send(ACTIONS, b"D-slow", b"in flight when the client is dropped")
+            p._disconnect()  # what a failed delivery does
+            thread.join(2)  # well before the in-flight batch could be answered or expire
+            assert not thread.is_alive()
+            gc.collect()
+            assert unraisable == []
+            link.delay_s = 0.0
+            assert p.emit(action(debtor_id="D-slow"))  # a new client takes over
+    finally:
+        sys.unraisablehook = pytests_hook
+        broker.stop()
+        link.stop()
 
 
 def test_outbox_survives_the_producer_and_the_broker_restarting(tmp_path: Path, outbox_path: Path) -> None:

@@ -87,6 +87,9 @@ class ConsumerLoop:
         self._batch_started: float | None = None
         self.failures = 0
         self._unreachable = Backoff(first_s=0.2, max_s=5.0)  # while Kafka cannot be reached
+        self.join_warning_s = 60.0  # warn when the consumer has held no partition this long, and as often again
+        self._unassigned_since: float | None = None
+        self._next_join_warning = 0.0
 
     # kafka-python calls these from inside poll() during a rebalance
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -129,6 +132,7 @@ class ConsumerLoop:
                 self._first.setdefault(tp, record.offset)
                 if self._batch_started is None:
                     self._batch_started = time.monotonic()
+        self._watch_assignment()
         self.on_poll()
         if self._batch_started is None and self.processor.pending():  # work added outside the records
             self._batch_started = time.monotonic()
@@ -159,6 +163,22 @@ class ConsumerLoop:
                     self.on_retry_poll()
                     if not self.processor.pending():  # a rebalance dropped the batch meanwhile
                         return
+
+    def _watch_assignment(self) -> None:
+        """A consumer without partitions stores or judges nothing, and it reports no lag that could show it:
+        say so in the log while it lasts."""
+        if self.consumer.assignment():
+            self._unassigned_since = None
+            return
+        now = time.monotonic()
+        if self._unassigned_since is None:
+            self._unassigned_since, self._next_join_warning = now, now + self.join_warning_s
+        elif now >= self._next_join_warning:
+            self._next_join_warning = now + self.join_warning_s
+            log.warning("no partition assigned in group %s for %.0fs: the group coordinator has not completed "
+                        "the join (a member that died without leaving holds a rebalance until its session "
+                        "times out), or the group has more members than the topics have partitions",
+                        self.consumer.config["group_id"], now - self._unassigned_since)
 
     def _poll(self, max_records: int | None = None) -> dict[TopicPartition, list[ConsumerRecord]]:
         """One poll; while the broker or the group coordinator cannot be reached, a warning and a growing

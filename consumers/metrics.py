@@ -24,6 +24,9 @@ class ConsumerMetrics:
         self.lag = Gauge("collection_audit_consumer_lag", "Records not yet durable (high-water mark - batch start)",
                          ["group", "topic",
                          "partition"], registry=registry)
+        self.assigned = Gauge("collection_audit_assigned_partitions",
+                              "Partitions this consumer holds (0 while it joins: it stores nothing)", ["group"],
+                              registry=registry)
         self.last_poll = Gauge("collection_audit_last_poll_timestamp_seconds",
                                "When the consumer last polled Kafka (unix time): /healthz of the role", ["group"],
                                registry=registry)

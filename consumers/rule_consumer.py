@@ -62,6 +62,9 @@ class RuleMetrics:
                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 60, 3600, 86400), registry=registry)
         self.lag = Gauge("collection_audit_rules_lag", "Action records not yet judged, per partition",
                          ["partition"], registry=registry)
+        self.assigned = Gauge("collection_audit_rules_assigned_partitions",
+                              "collection.actions partitions this rule consumer holds (0 while it joins)",
+                              registry=registry)
         self.last_poll = Gauge("collection_audit_rules_last_poll_timestamp_seconds",
                                "When the rule consumer last polled Kafka (unix time): /healthz of `rules`",
                                registry=registry)
@@ -258,6 +261,7 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
         processor.advance_watermark({**_caught_up(consumer), **_caught_up(references)})
         processor.tick_if_idle(settings.rules_idle_tick_s)
         metrics.last_poll.set_to_current_time()
+        metrics.assigned.set(len(consumer.assignment()))
         for tp, lag in loop.lag().items():
             metrics.lag.labels(str(tp.partition)).set(lag)
 

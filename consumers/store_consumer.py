@@ -268,6 +268,7 @@ def _utf8(key: bytes | None) -> bool:
 
 def _publish_lag(loop: ConsumerLoop, metrics: ConsumerMetrics) -> None:
     metrics.last_poll.labels(metrics.group).set_to_current_time()
+    metrics.assigned.labels(metrics.group).set(len(loop.consumer.assignment()))
     for tp, lag in loop.lag().items():
         metrics.lag.labels(metrics.group, tp.topic, str(tp.partition)).set(lag)
 

@@ -15,7 +15,7 @@ import httpx
 
 from deploy.embedded_broker import EmbeddedBroker
 from tests.conftest import TEST_POLL_INTERVAL_MS, action, free_port, read_topic, wait_until
-from tests.e2e.processes import RoleProcess, StoreProcess
+from tests.e2e.processes import RoleProcess, StoreProcess, scrape
 
 
 def health(port: int) -> tuple[int, dict[str, Any]] | None:
@@ -43,6 +43,11 @@ def test_store_and_rules_roles_answer_healthz_once_their_consumers_poll(
     assert time.time() - polled[0] < 60
     metrics = httpx.get(f"http://127.0.0.1:{rules.metrics_port}/metrics", timeout=2).text
     assert "collection_audit_rules_last_poll_timestamp_seconds" in metrics
+    # the partitions each holds, what CollectionAuditGroupHoldsNoPartition watches: 3 topics x 6 and 6 actions
+    assert wait_until(lambda: store.samples("collection_audit_assigned_partitions", 'group="audit-store"') == [18],
+                      60), store.samples("collection_audit_assigned_partitions")
+    assert wait_until(lambda: scrape(rules.metrics_port, "collection_audit_rules_assigned_partitions") == [({}, 6)],
+                      60), scrape(rules.metrics_port, "collection_audit_rules_assigned_partitions")
     store.stop()
     rules.stop()
 

@@ -160,6 +160,9 @@ def _up_counts(producer: AuditProducer | None, progress: SimProgress, started: f
                        "alerts stored": stack.stored("audit.alerts"),
                        "dead letters": stack.stored("audit.dead_letters"),
                        "store consumer lag": stack.store_lag()})
+        held = stack.partitions_held()
+        if held is not None:  # while the roles run (not in the summary)
+            counts["partitions held (store / rules)"] = held
         free = stack.disk_free()
         if free is not None:
             counts["ClickHouse disk free"] = f"{free:.0%}" + (" (inserts refused below 10%)" if free < 0.15 else "")

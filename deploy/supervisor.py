@@ -102,6 +102,17 @@ class EmbeddedStack:
         return sum(sample.value for metric in self.metrics.collect() if metric.name == "collection_audit_consumer_lag"
                    for sample in metric.samples)
 
+    def partitions_held(self) -> str | None:
+        """Partitions the running store and rule consumer hold, as `store / rules` (`-`: not running), or None
+        when neither runs. A consumer holding none is joining its group: it stores or judges nothing yet."""
+        store = self.metrics.get_sample_value("collection_audit_assigned_partitions", {"group": "audit-store"})
+        rules = self.metrics.get_sample_value("collection_audit_rules_assigned_partitions")
+        held = ["-" if thread is None or not thread.is_alive() else str(int(value or 0))
+                for thread, value in ((self.store_thread, store), (self.rules_thread, rules))]
+        if held == ["-", "-"]:
+            return None
+        return " / ".join(held) + (" (joining)" if "0" in held else "")
+
     def disk_free(self) -> float | None:
         """The fullest ClickHouse disk's free share, as the store last sampled it."""
         ratios = [sample.value for metric in self.metrics.collect()

@@ -12,6 +12,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.consumer_loop import ConsumerLoop
 from deploy.embedded_broker import EmbeddedBroker
+from deploy.supervisor import EmbeddedStack
 from tests.conftest import TEST_POLL_INTERVAL_MS, unique_token, wait_until
 
 
@@ -53,3 +54,10 @@ def test_a_consumer_warns_while_it_holds_no_partition_and_stops_once_assigned(
             assert [r.getMessage() for r in caplog.records if "no partition assigned" in r.getMessage()] == []
     finally:
         consumer.close(autocommit=False)
+
+
+@pytest.mark.stack
+def test_up_shows_the_partitions_its_consumers_hold(stack: EmbeddedStack) -> None:
+    # its live view's row: 3 topics x 6 partitions for the store, 6 action partitions for the rules
+    assert wait_until(lambda: stack.partitions_held() == "18 / 6", 60), stack.partitions_held()
+    assert EmbeddedStack(stack.settings).partitions_held() is None  # nothing running, no row

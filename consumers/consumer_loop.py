@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def tune_gc() -> None:
     """Call once a role process has loaded what it keeps (catalog, lexicon, codecs): a consumer allocates
     a few short-lived dicts per record, and CPython's defaults (a young collection every 700 allocations,
-    full collections that walk every long-lived object again) cost the rule engine about a sixth of its
+    full collections that walk every long-lived object again) cost the rule engine about a quarter of its
     time (docs/rules.md). What start-up loaded is frozen out of collections, and young collections run
     every 50,000 allocations; cyclic garbage is still collected."""
     gc.freeze()

@@ -110,9 +110,6 @@ def test_clickhouse_out_of_disk_backs_off_commits_nothing_and_catches_up(
     events = simulated(6_000, seed=22)
     produced: set[str] = set()
 
-    def committed() -> dict[tuple[str, int], int]:
-        return committed_offsets(broker)
-
     with AuditProducer({"bootstrap_servers": broker.bootstrap_servers}, CatalogRegistry(Catalog.load()),
                        tmp_path / "outbox.sqlite") as producer:
         def produce(n: int) -> None:
@@ -124,7 +121,7 @@ def test_clickhouse_out_of_disk_backs_off_commits_nothing_and_catches_up(
         processes.append(store)
         produce(3000)
         assert wait_until(store.caught_up, timeout_s=60), "".join(store.log[-30:])
-        before = committed()
+        before = committed_offsets(broker)
         def disk_free() -> float:
             return min(store.samples("collection_audit_clickhouse_disk_free_ratio") or [1.0])
 
@@ -136,7 +133,7 @@ def test_clickhouse_out_of_disk_backs_off_commits_nothing_and_catches_up(
         assert wait_until(lambda: disk_free() < 0.01, timeout_s=30), "the store's /metrics shows the disk full"
         assert store.wait_for_line("inserts are refused below 10%", timeout_s=5)
         assert store.process.poll() is None, "the consumer must survive the outage"
-        assert committed() == before, "nothing may be committed while ClickHouse cannot store"
+        assert committed_offsets(broker) == before, "nothing may be committed while ClickHouse cannot store"
         ballast.unlink()
         assert wait_until(store.caught_up, timeout_s=90), "".join(store.log[-30:])
         store.stop()

@@ -10,8 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deploy.cli import EXIT_CORRUPTED
 from deploy.embedded_broker import port_open
-from tests.conftest import free_port, read_topic
+from producers.sdk import AuditProducer
+from schemas.catalog import Catalog
+from schemas.registry import CatalogRegistry
+from tests.conftest import free_port, read_topic, wait_until
+from tests.e2e.processes import RoleProcess, corrupt_parts, simulated
 
 pytestmark = pytest.mark.stack
 
@@ -52,11 +57,6 @@ def test_up_with_the_simulator_produces_events_and_stops_cleanly_on_ctrl_c(tmp_p
 
 def test_up_stops_with_exit_3_when_its_store_meets_a_part_clickhouse_cannot_read(tmp_path: Path) -> None:
     """A stack without its store is no stack: `up` stops everything and exits 3, for a restart policy."""
-    from producers.sdk import AuditProducer
-    from schemas.catalog import Catalog
-    from schemas.registry import CatalogRegistry
-    from tests.e2e.processes import RoleProcess, corrupt_parts, simulated
-
     kafka_port = free_port()
     up = RoleProcess("up", None, "--data-dir", str(tmp_path / "up"), "--kafka-port", str(kafka_port))
     try:
@@ -69,13 +69,10 @@ def test_up_stops_with_exit_3_when_its_store_meets_a_part_clickhouse_cannot_read
         with AuditProducer({"bootstrap_servers": f"127.0.0.1:{kafka_port}"}, CatalogRegistry(Catalog.load()),
                            tmp_path / "outbox.sqlite") as producer:
             producer.emit_many(events)
-            deadline = time.monotonic() + 60
-            while stored() < actions and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert stored() == actions, "".join(up.log[-30:])
+            assert wait_until(lambda: stored() == actions, 60), "".join(up.log[-30:])
             assert corrupt_parts(tmp_path / "up" / "clickhouse") > 0
             producer.emit_many(events)  # redelivered: the "already stored?" read meets the rotten parts
-            assert up.process.wait(60) == 3, "".join(up.log[-30:])
+            assert up.process.wait(60) == EXIT_CORRUPTED, "".join(up.log[-30:])
     finally:
         if up.process.poll() is None:
             up.process.kill()

@@ -37,16 +37,20 @@ class Grant:
 @dataclass
 class _History:
     grants: list[Grant] = field(default_factory=list)
+    order: list[tuple[datetime, str]] = field(default_factory=list)  # (received_at, event_id) of grants
     seen: set[str] = field(default_factory=set)
 
     def add(self, grant: Grant) -> None:
         if grant.event_id in self.seen:
             return
         self.seen.add(grant.event_id)
-        bisect.insort(self.grants, grant, key=lambda g: (g.received_at, g.event_id))
+        key = (grant.received_at, grant.event_id)
+        at = bisect.bisect(self.order, key)
+        self.order.insert(at, key)
+        self.grants.insert(at, grant)
 
     def status_at(self, moment: datetime) -> str:
-        known = bisect.bisect_right(self.grants, moment, key=_received)
+        known = bisect.bisect_right(self.order, (moment, _AFTER_ANY_ID))
         if not known:
             return "UNKNOWN"
         grant = self.grants[known - 1]
@@ -59,8 +63,7 @@ class _History:
         return "VALID"
 
 
-def _received(grant: Grant) -> datetime:
-    return grant.received_at
+_AFTER_ANY_ID = "\U0010ffff"  # sorts after every event id: (moment, it) follows every grant received at moment
 
 
 class ReferenceState:

@@ -8,6 +8,7 @@ import bisect
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 View = dict[str, Any]  # an action as the rules see it: its fields plus derived ones (see engine)
@@ -15,6 +16,7 @@ _DIGITS = re.compile(r"\D+")
 _AFTER_ANY_ID = "\U0010ffff"
 
 
+@lru_cache(maxsize=100_000)  # a debtor is contacted on the same few addresses again and again
 def contact_key(address: str | None) -> str | None:
     """Addresses compared across events: phone numbers by their last 11 digits, others lower-cased."""
     if not address:

@@ -18,24 +18,18 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 from typing import Any
 
 from consumers.local_time import resolve_zone, zone
 from consumers.reference_state import ReferenceState
 from consumers.rules.debtor_state import DebtorState, View, contact_key
 from consumers.rules.ruleset import Clause, Condition, Filter, Rule, Ruleset
-from consumers.rules.text_match import Lexicon, Match, collector_words
-from consumers.text_normalization import normalize
+from consumers.rules.text_match import Lexicon, Match, TextReader
 
-_DEBT_AMOUNT = re.compile(
-    r"\d[\d,]*(?:\.\d+)?(?:元|块|rmb|cny|usd|gbp|美元|英镑)|[¥￥$£]\d|\d[\d,]*(?:\.\d+)? ?(?:dollars|pounds)")
-_DUE_DATE = re.compile(
-    r"\d{4}[-/.年]\d{1,2}[-/.月]\d{1,2}|\d{1,2}月\d{1,2}[日号]|\d{1,2}/\d{1,2}/\d{2,4}"
-    r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]* \d{1,2}")
 _NO_FILTER = Filter()
 _DISPATCH_FIELDS = ("action_type", "direction", "counterparty", "call_result")
 _QUALIFICATION = ("agency_licence", "collector_certification")
@@ -67,6 +61,16 @@ class Finding:
 
 _Judge = Callable[[Rule, Clause, View, DebtorState], Iterable[Finding]]
 _Candidate = tuple[Rule, Clause, Filter | None, _Judge]
+
+
+@dataclass(frozen=True)
+class _Dispatch:
+    decided: dict[str, bool]  # the classes the dispatch key decides alone
+    variants: tuple[list[_Candidate], ...]  # [2 * has reference events + collector's words match]
+    reads_words: bool
+    reads_references: bool
+    absences: list[tuple[Rule, Clause, str | None, str | None]]  # absence clauses the action may start
+    # or satisfy: (rule, clause, start class, satisfied-by class), a class None when actions cannot
 
 
 @dataclass(order=True)
@@ -108,16 +112,18 @@ class RuleEngine:
         self._latest_action: datetime | None = None
         self._disorder = timedelta(0)  # the most an action arrived behind the latest one before it
         self._by_actor: dict[tuple[str, str], list[View]] = {}  # actions per agency / collector, in arrival order
-        self._dispatch: dict[tuple[Any, ...], tuple[list[_Candidate], dict[str, bool]]] = {}
+        self._dispatch: dict[tuple[Any, ...], _Dispatch] = {}
         self._judges: dict[str, _Judge] = {"predicate": self._predicate, "lexicon": self._lexicon,
                                            "count": self._count, "sequence": self._sequence, "state": self._state}
-        self._absence: dict[str, list[tuple[Rule, Clause]]] = {}
+        self._texts = TextReader(lexicon)
 
     # -- public ------------------------------------------------------------------------------------
 
     def on_action(self, record: dict[str, Any]) -> list[dict[str, Any]]:
         debtor_id = record["debtor_id"]
-        state = self.debtors.setdefault(debtor_id, DebtorState())
+        state = self.debtors.get(debtor_id)
+        if state is None:
+            state = self.debtors[debtor_id] = DebtorState()
         event_id = str(record["event_id"])
         if event_id in state.ids:
             return []  # a redelivered event: already judged
@@ -125,8 +131,8 @@ class RuleEngine:
         findings: list[tuple[Rule, Finding]] = []
         exempt: set[str] = set()
         in_class = self._in_class
-        candidates, view["_classes"] = self._candidates(view)
-        for rule, clause, check, judge in candidates:
+        dispatch = self._dispatch_of(view)
+        for rule, clause, check, judge in dispatch.variants[self._variant(dispatch, view, state)]:
             if rule.exempt and (rule.id in exempt or self._exempt(rule, view)):
                 exempt.add(rule.id)
                 continue
@@ -134,7 +140,7 @@ class RuleEngine:
                 continue
             for finding in judge(rule, clause, view, state):
                 findings.append((rule, finding))
-        self._track_absence(view, state)
+        self._track_absence(view, state, dispatch.absences)
         view["_keep_until"] = view["_at"] + self._retention
         view.pop("message_text", None)
         state.add(view)
@@ -209,38 +215,63 @@ class RuleEngine:
         amount, due = record.get("amount_due_minor") is not None, record.get("due_date") is not None
         text = record.get("message_text")
         if text and not (amount and due):  # the text is a fallback only when the fields are absent
-            plain = view["_plain"] = normalize(text)
-            amount = amount or _DEBT_AMOUNT.search(plain) is not None
-            due = due or _DUE_DATE.search(plain) is not None
+            _, states_amount, states_due = self._texts.plain(text)
+            amount, due = amount or states_amount, due or states_due
         view["debt_amount_disclosed"], view["due_date_disclosed"] = amount, due
         return view
 
-    def _candidates(self, view: View) -> tuple[list[_Candidate], dict[str, bool]]:
-        """The clauses whose filters the action's fixed fields do not already rule out, each with the
-        rest of its filter (None when nothing is left to check) and its judge, and the classes the
-        fixed fields decide alone (cached per key)."""
+    def _dispatch_of(self, view: View) -> _Dispatch:
+        """The clauses the action's fixed fields (the dispatch key) do not rule out; sets the view's
+        class cache to the classes the key decides alone."""
         key = (view.get("action_type"), view.get("direction"), view.get("counterparty"), view.get("call_result"),
                view["jurisdiction"], bool(view.get("message_text")))
-        cached = self._dispatch.get(key)
-        if cached is None:
-            probe = dict(zip(_DISPATCH_FIELDS, key, strict=False))
-            decided = {name: self._may_match(f, probe) for name, f in self._class_filters.items()
-                       if self._residual(f) == _NO_FILTER}
-            found: list[_Candidate] = []
-            for rule in self.ruleset.rules:
-                for clause in rule.clauses_for(str(key[4])):
-                    if clause.kind == "absence" or not self._may_match(clause.when, probe):
-                        continue
-                    if clause.kind == "lexicon" and not key[5] and not clause.or_debt_fields:
-                        continue  # nothing said, nothing to match
-                    gates = [c for c in (clause.events, clause.after, clause.then) if c]
-                    if gates and not any(decided.get(c, True) for c in gates):
-                        continue  # not an action this clause counts or compares
-                    residual = self._residual(clause.when)
-                    found.append((rule, clause, None if residual == _NO_FILTER else residual,
-                                  self._judges[clause.kind]))
-            cached = self._dispatch[key] = (found, decided)
-        return cached[0], dict(cached[1])
+        dispatch = self._dispatch.get(key)
+        if dispatch is None:
+            dispatch = self._dispatch[key] = self._dispatch_for(key)
+        view["_classes"] = dict(dispatch.decided)
+        return dispatch
+
+    def _variant(self, dispatch: _Dispatch, view: View, state: DebtorState) -> int:
+        """Which candidates judge: lexicon clauses only when the collector's words match some phrase,
+        state clauses only when the debtor has reference events."""
+        variant = 2 if dispatch.reads_references and state.references else 0
+        if dispatch.reads_words and self._texts.collector_said(view["message_text"], view["direction"])[1]:
+            variant += 1
+        return variant
+
+    def _dispatch_for(self, key: tuple[Any, ...]) -> _Dispatch:
+        """Each clause with the rest of its filter (None when nothing is left to check) and its judge,
+        in four variants: (debtor has reference events?, collector's words match the lexicon?)."""
+        probe = dict(zip(_DISPATCH_FIELDS, key, strict=False))
+        decided = {name: self._may_match(f, probe) for name, f in self._class_filters.items()
+                   if self._residual(f) == _NO_FILTER}
+        found: list[tuple[_Candidate, str | None]] = []
+        absences = []
+        for rule in self.ruleset.rules:
+            for clause in rule.clauses_for(str(key[4])):
+                if clause.kind == "absence":  # the classes of actions that may start or satisfy its timer
+                    start, satisfied = (c if not c.startswith("reference:") and decided.get(c, True) else None
+                                        for c in (clause.start, clause.satisfied_by))
+                    if start or satisfied:
+                        absences.append((rule, clause, start, satisfied))
+                    continue
+                if not self._may_match(clause.when, probe):
+                    continue
+                if clause.kind == "lexicon" and not key[5] and not clause.or_debt_fields:
+                    continue  # nothing said, nothing to match
+                gates = [c for c in (clause.events, clause.after, clause.then) if c]
+                if gates and not any(decided.get(c, True) for c in gates):
+                    continue  # not an action this clause counts or compares
+                residual = self._residual(clause.when)
+                needs = "words" if clause.kind == "lexicon" and not clause.or_debt_fields else \
+                    "references" if clause.kind == "state" else None
+                found.append(((rule, clause, None if residual == _NO_FILTER else residual,
+                               self._judges[clause.kind]), needs))
+        variants = tuple([c for c, needs in found if needs is None or (needs == "words" and words)
+                          or (needs == "references" and references)]
+                         for references in (False, True) for words in (False, True))
+        return _Dispatch(decided, variants, any(needs == "words" for _, needs in found),
+                         any(needs == "references" for _, needs in found), absences)
 
     def _residual(self, f: Filter) -> Filter:
         """What is left of a filter once its fixed-field parts have been checked by the dispatch."""
@@ -276,16 +307,18 @@ class RuleEngine:
         return ()
 
     def _condition(self, c: Condition, view: View) -> str | None:
+        if c.kind == "not_in":  # the kinds by how often they are judged
+            value = _value(view, c.field)
+            return None if value in c.value else f"{c.field} is {_show(value)}"
         if c.kind == "local_time_between":
             assert c.start is not None and c.end is not None
-            moment = view["_local"].time().replace(tzinfo=None)
+            moment = view["_local"].time()  # naive: time() leaves the zone out
             if _inside(moment, c.start, c.end, c.include_start, c.include_end):
                 return f"local time {moment.isoformat(timespec='seconds')} ({view['_zone']}) is inside the " \
                        f"forbidden window {c.start:%H:%M}-{c.end:%H:%M}"
             return None
         if c.kind == "mentions":
-            text = self.lexicon.normalize(view.get("message_text") or "")
-            mentioned = any(m.category == c.field for m in self.lexicon.find(text))
+            mentioned = any(m.category == c.field for m in self._texts.all_said(view.get("message_text") or ""))
             return None if mentioned == c.value else f"does not state the {c.field.replace('_', ' ')}"
         value = _value(view, c.field)
         if c.kind == "missing":
@@ -294,23 +327,13 @@ class RuleEngine:
             return f"{c.field} is {value}, below {c.value}" if value is not None and value < c.value else None
         if c.kind == "is_not":
             return None if value == c.value else f"{c.field} is {_show(value)}"
-        if c.kind == "not_in":
-            return None if value in c.value else f"{c.field} is {_show(value)}"
         raise ValueError(c.kind)
 
     def _lexicon(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
         if clause.unless_collector_role and self.collector_roles.get(view.get("collector_id") or "") \
                 in clause.unless_collector_role:
             return ()
-        if "_found" not in view:
-            text = view.get("message_text")
-            words = collector_words(text, view["direction"])
-            if words and words is text:  # the whole text is the collector's: reuse its first normalisation
-                view["_text"] = self.lexicon.normalize.plain(view.get("_plain") or normalize(words))
-            else:
-                view["_text"] = self.lexicon.normalize(words) if words else ""
-            view["_found"] = self.lexicon.find(view["_text"])
-        text, found = view["_text"], view["_found"]
+        text, found = self._texts.collector_said(view.get("message_text") or "", view["direction"])
         matches: list[Match] = []
         if found:
             allow = self._allow.get(rule.id)
@@ -331,7 +354,7 @@ class RuleEngine:
     def _count(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
         if not self._in_class(view, clause.events):
             return ()
-        key = tuple(_value(view, f) for f in clause.per)
+        key = _key(view, clause.per)
         if None in key:
             return ()
         day, span = view["local_date"], clause.window_local_days
@@ -339,14 +362,17 @@ class RuleEngine:
         last_day = day + timedelta(days=span - 1)
         margin = timedelta(days=span + 2)  # local dates lie within a day of UTC ones
         same = [h for h in state.between(view["_at"] - margin, view["_at"] + margin)
-                if first_day <= h["local_date"] <= last_day
-                and self._in_class(h, clause.events) and tuple(_value(h, f) for f in clause.per) == key]
+                if first_day <= h["local_date"] <= last_day and _key(h, clause.per) == key
+                and self._in_class(h, clause.events)]
+        if len(same) < clause.max:
+            return ()  # with this action, no window holds more than the limit
         same.append(view)
         for offset in range(span):
             start = first_day + timedelta(days=offset)
             end = start + timedelta(days=span - 1)
-            window = sorted((h for h in same if start <= h["local_date"] <= end), key=lambda h: h["_at"])
+            window = [h for h in same if start <= h["local_date"] <= end]
             if len(window) > clause.max:
+                window.sort(key=lambda h: h["_at"])
                 where = f"on {start}" if span == 1 else f"from {start} to {end}"
                 return (Finding(view, f"{len(window)} {clause.events.replace('_', ' ')}s {where} "
                                       f"(limit {clause.max})",
@@ -354,14 +380,14 @@ class RuleEngine:
         return ()
 
     def _sequence(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
-        key = tuple(_value(view, f) for f in clause.per)
+        key = _key(view, clause.per)
         found: list[Finding] = []
         reach = timedelta(hours=clause.within_hours) if clause.within_hours else \
             timedelta(days=clause.within_local_days + 2)  # local dates lie within a day of UTC ones
         if self._in_class(view, clause.then):
             earlier = [h for h in state.between(view["_at"] - reach, view["_at"])
-                       if h["_at"] < view["_at"] and self._in_class(h, clause.after)
-                       and tuple(_value(h, f) for f in clause.per) == key and self._within(clause, h, view)]
+                       if h["_at"] < view["_at"] and _key(h, clause.per) == key and self._in_class(h, clause.after)
+                       and self._within(clause, h, view)]
             if earlier:
                 first = earlier[-1]
                 found.append(Finding(view, f"{clause.after.replace('_', ' ')} at "
@@ -370,8 +396,8 @@ class RuleEngine:
                                      evidence=(first["event_id"],)))
         if self._in_class(view, clause.after):  # a late 'after' event: later actions it makes violations
             for h in state.between(view["_at"], view["_at"] + reach):
-                if h["_at"] > view["_at"] and self._in_class(h, clause.then) \
-                        and tuple(_value(h, f) for f in clause.per) == key and self._within(clause, view, h):
+                if h["_at"] > view["_at"] and _key(h, clause.per) == key and self._in_class(h, clause.then) \
+                        and self._within(clause, view, h):
                     found.append(Finding(h, f"{clause.after.replace('_', ' ')} at "
                                             f"{view['_local'].isoformat(timespec='seconds')} (reported late) came "
                                             f"{_gap(clause, view, h)} before", evidence=(view["event_id"],),
@@ -436,28 +462,20 @@ class RuleEngine:
 
     # -- absence timers ----------------------------------------------------------------------------
 
-    def _track_absence(self, view: View, state: DebtorState) -> None:
-        for rule, clause in self._absence_clauses(view["jurisdiction"]):
-            satisfies = not clause.satisfied_by.startswith("reference:") and self._in_class(
-                view, clause.satisfied_by)
+    def _track_absence(self, view: View, state: DebtorState,
+                       absences: list[tuple[Rule, Clause, str | None, str | None]]) -> None:
+        for rule, clause, start, satisfied_by in absences:
+            satisfies = satisfied_by is not None and self._in_class(view, satisfied_by)
             if satisfies:
                 for timer in self._open.get((view["debtor_id"], rule.id, None), []):
                     if timer.trigger["occurred_at"] <= view["_at"] <= timer.deadline:
                         timer.satisfied = True
-            if not clause.start.startswith("reference:") and self._in_class(view, clause.start):
+            if start is not None and not (clause.first_only and rule.id in state.first_started) \
+                    and self._in_class(view, start):
                 if clause.first_only:
-                    if rule.id in state.first_started:
-                        continue
                     state.first_started.add(rule.id)
                 deadline = self._deadline(clause, view["_at"], view["_zone"], False)
                 self._schedule(rule, clause, view["debtor_id"], view, deadline, None, satisfies)
-
-    def _absence_clauses(self, jurisdiction: str) -> list[tuple[Rule, Clause]]:
-        found = self._absence.get(jurisdiction)
-        if found is None:
-            found = [(r, c) for r in self.ruleset.rules for c in r.clauses_for(jurisdiction) if c.kind == "absence"]
-            self._absence[jurisdiction] = found
-        return found
 
     def _track_reference_absence(self, record: dict[str, Any], state: DebtorState) -> None:
         debtor_id = record["debtor_id"]
@@ -497,6 +515,8 @@ class RuleEngine:
     def _advance(self, moment: datetime) -> list[dict[str, Any]]:
         if self.watermark is None or moment > self.watermark:
             self.watermark = moment
+        if not self._timers or self._timers[0].deadline + self.allowed_lateness > self.watermark:
+            return []  # no timer due
         findings: list[tuple[Rule, Finding]] = []
         while self._timers and self._timers[0].deadline + self.allowed_lateness <= self.watermark:
             timer = heapq.heappop(self._timers)
@@ -517,7 +537,9 @@ class RuleEngine:
     # -- alerts ------------------------------------------------------------------------------------
 
     def _alerts(self, findings: list[tuple[Rule, Finding]]) -> list[dict[str, Any]]:
-        alerts = []
+        alerts: list[dict[str, Any]] = []
+        if not findings:
+            return alerts
         for rule, finding in findings:
             trigger = finding.trigger
             alert_id = alert_id_for(rule.id, rule.version, trigger["event_id"])
@@ -575,6 +597,18 @@ def _value(view: View, name: str) -> Any:
 
 
 _ABSENT = object()
+
+
+def _key(view: View, fields: tuple[str, ...]) -> tuple[Any, ...]:
+    """The values of `fields` in the view (what a count or sequence is kept per)."""
+    if _reads_attributes(fields):
+        return tuple(_value(view, f) for f in fields)
+    return tuple(map(view.get, fields))
+
+
+@cache
+def _reads_attributes(fields: tuple[str, ...]) -> bool:
+    return any(f.startswith("attributes.") for f in fields)
 
 
 def _matches(f: Filter, view: View, in_class: Callable[[View, str], bool]) -> bool:

@@ -28,6 +28,12 @@ _SPACE_NEXT_TO_WIDE = re.compile(r" (?=[^\x00-\x7f])|(?<=[^\x00-\x7f]) ")
 _WORD_CHAR = re.compile(r"[a-z0-9]")
 _ASCII_LETTER = re.compile(r"[a-z]")
 
+DEBT_AMOUNT = re.compile(
+    r"\d[\d,]*(?:\.\d+)?(?:元|块|rmb|cny|usd|gbp|美元|英镑)|[¥￥$£]\d|\d[\d,]*(?:\.\d+)? ?(?:dollars|pounds)")
+DUE_DATE = re.compile(
+    r"\d{4}[-/.年]\d{1,2}[-/.月]\d{1,2}|\d{1,2}月\d{1,2}[日号]|\d{1,2}/\d{1,2}/\d{2,4}"
+    r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]* \d{1,2}")
+
 # Speaker labels at the start of a transcript line.
 _COLLECTOR_LINE = re.compile(r"^\s*(催收员|坐席|客服|我方|collector|agent|caller)\s*[:：]\s*(.*)$", re.I)
 _OTHER_LINE = re.compile(r"^\s*(客户|债务人|借款人|对方|debtor|customer|borrower|consumer)\s*[:：]\s*(.*)$", re.I)
@@ -98,6 +104,8 @@ def collector_words(text: str | None, direction: str) -> str:
     it (OUTBOUND) and the debtor's otherwise (a debtor quoting an insult is not a violation)."""
     if not text:
         return ""
+    if ":" not in text and "：" not in text:  # no speaker labels
+        return text if direction == "OUTBOUND" else ""
     lines = text.splitlines()
     labelled = [(_COLLECTOR_LINE.match(line), _OTHER_LINE.match(line)) for line in lines]
     if any(c or o for c, o in labelled):
@@ -155,3 +163,35 @@ def _on_word_boundaries(text: str, start: int, end: int) -> bool:
     before = text[start - 1] if start > 0 else " "
     after = text[end + 1] if end + 1 < len(text) else " "
     return not _WORD_CHAR.match(before) and not _WORD_CHAR.match(after)
+
+
+class TextReader:
+    """What a message says, as the rules read it, each distinct text read once (collection messages
+    come from templates, so texts repeat). The caches are closures over the lexicon, not over the
+    engine, so an engine dropped at a rebalance is freed at once rather than at a full collection."""
+
+    def __init__(self, lexicon: Lexicon, size: int = 20_000) -> None:
+        normalizer, find = lexicon.normalize, lexicon.find
+
+        @lru_cache(maxsize=size)
+        def plain(text: str) -> tuple[str, bool, bool]:
+            """(text through `normalize`, states an amount, states a due date)."""
+            text = normalize(text)
+            return text, DEBT_AMOUNT.search(text) is not None, DUE_DATE.search(text) is not None
+
+        @lru_cache(maxsize=size)
+        def collector_said(text: str, direction: str) -> tuple[str, tuple[Match, ...]]:
+            """The collector's words, fully normalised, and the lexicon phrases found in them."""
+            words = collector_words(text, direction)
+            if not words:
+                return "", ()
+            # the whole text is the collector's: continue from its cached first normalisation
+            said = normalizer.plain(plain(text)[0]) if words is text else normalizer(words)
+            return said, tuple(find(said))
+
+        @lru_cache(maxsize=size)
+        def all_said(text: str) -> tuple[Match, ...]:
+            """The lexicon phrases found in the whole text, whoever said them."""
+            return tuple(find(normalizer.plain(plain(text)[0])))
+
+        self.plain, self.collector_said, self.all_said = plain, collector_said, all_said

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 CERTIFICATION_LIFETIME = timedelta(days=365)
+AFTER_ANY_ID = "\U0010ffff"  # sorts after every event id: (t, it) follows every (t, id) in a sorted list
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class _History:
         self.grants.insert(at, grant)
 
     def status_at(self, moment: datetime) -> str:
-        known = bisect.bisect_right(self.order, (moment, _AFTER_ANY_ID))
+        known = bisect.bisect_right(self.order, (moment, AFTER_ANY_ID))
         if not known:
             return "UNKNOWN"
         grant = self.grants[known - 1]
@@ -61,9 +62,6 @@ class _History:
         if grant.valid_to is not None and moment >= grant.valid_to:
             return "EXPIRED"
         return "VALID"
-
-
-_AFTER_ANY_ID = "\U0010ffff"  # sorts after every event id: (moment, it) follows every grant received at moment
 
 
 class ReferenceState:

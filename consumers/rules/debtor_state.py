@@ -11,9 +11,10 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from consumers.reference_state import AFTER_ANY_ID
+
 View = dict[str, Any]  # an action as the rules see it: its fields plus derived ones (see engine)
 _DIGITS = re.compile(r"\D+")
-_AFTER_ANY_ID = "\U0010ffff"
 
 
 @lru_cache(maxsize=100_000)  # a debtor is contacted on the same few addresses again and again
@@ -46,7 +47,7 @@ class DebtorState:
     def between(self, start: datetime, end: datetime) -> list[View]:
         """The actions that occurred in [start, end]."""
         low = bisect.bisect_left(self.order, (start,))
-        return self.history[low:bisect.bisect_right(self.order, (end, _AFTER_ANY_ID), lo=low)]
+        return self.history[low:bisect.bisect_right(self.order, (end, AFTER_ANY_ID), lo=low)]
 
     def prune(self, before: datetime) -> None:
         cut = 0

@@ -307,9 +307,6 @@ class RuleEngine:
         return ()
 
     def _condition(self, c: Condition, view: View) -> str | None:
-        if c.kind == "not_in":  # the kinds by how often they are judged
-            value = _value(view, c.field)
-            return None if value in c.value else f"{c.field} is {_show(value)}"
         if c.kind == "local_time_between":
             assert c.start is not None and c.end is not None
             moment = view["_local"].time()  # naive: time() leaves the zone out
@@ -327,6 +324,8 @@ class RuleEngine:
             return f"{c.field} is {value}, below {c.value}" if value is not None and value < c.value else None
         if c.kind == "is_not":
             return None if value == c.value else f"{c.field} is {_show(value)}"
+        if c.kind == "not_in":
+            return None if value in c.value else f"{c.field} is {_show(value)}"
         raise ValueError(c.kind)
 
     def _lexicon(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
@@ -515,8 +514,6 @@ class RuleEngine:
     def _advance(self, moment: datetime) -> list[dict[str, Any]]:
         if self.watermark is None or moment > self.watermark:
             self.watermark = moment
-        if not self._timers or self._timers[0].deadline + self.allowed_lateness > self.watermark:
-            return []  # no timer due
         findings: list[tuple[Rule, Finding]] = []
         while self._timers and self._timers[0].deadline + self.allowed_lateness <= self.watermark:
             timer = heapq.heappop(self._timers)
@@ -537,9 +534,7 @@ class RuleEngine:
     # -- alerts ------------------------------------------------------------------------------------
 
     def _alerts(self, findings: list[tuple[Rule, Finding]]) -> list[dict[str, Any]]:
-        alerts: list[dict[str, Any]] = []
-        if not findings:
-            return alerts
+        alerts = []
         for rule, finding in findings:
             trigger = finding.trigger
             alert_id = alert_id_for(rule.id, rule.version, trigger["event_id"])

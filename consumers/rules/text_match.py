@@ -28,9 +28,9 @@ _SPACE_NEXT_TO_WIDE = re.compile(r" (?=[^\x00-\x7f])|(?<=[^\x00-\x7f]) ")
 _WORD_CHAR = re.compile(r"[a-z0-9]")
 _ASCII_LETTER = re.compile(r"[a-z]")
 
-DEBT_AMOUNT = re.compile(
+_DEBT_AMOUNT = re.compile(
     r"\d[\d,]*(?:\.\d+)?(?:元|块|rmb|cny|usd|gbp|美元|英镑)|[¥￥$£]\d|\d[\d,]*(?:\.\d+)? ?(?:dollars|pounds)")
-DUE_DATE = re.compile(
+_DUE_DATE = re.compile(
     r"\d{4}[-/.年]\d{1,2}[-/.月]\d{1,2}|\d{1,2}月\d{1,2}[日号]|\d{1,2}/\d{1,2}/\d{2,4}"
     r"|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]* \d{1,2}")
 
@@ -177,7 +177,7 @@ class TextReader:
         def plain(text: str) -> tuple[str, bool, bool]:
             """(text through `normalize`, states an amount, states a due date)."""
             text = normalize(text)
-            return text, DEBT_AMOUNT.search(text) is not None, DUE_DATE.search(text) is not None
+            return text, _DEBT_AMOUNT.search(text) is not None, _DUE_DATE.search(text) is not None
 
         @lru_cache(maxsize=size)
         def collector_said(text: str, direction: str) -> tuple[str, tuple[Match, ...]]:

@@ -215,7 +215,7 @@ class RuleEngine:
         amount, due = record.get("amount_due_minor") is not None, record.get("due_date") is not None
         text = record.get("message_text")
         if text and not (amount and due):  # the text is a fallback only when the fields are absent
-            _, states_amount, states_due = self._texts.plain(text)
+            states_amount, states_due = self._texts.debt_facts(text)
             amount, due = amount or states_amount, due or states_due
         view["debt_amount_disclosed"], view["due_date_disclosed"] = amount, due
         return view

@@ -40,7 +40,7 @@ def test_the_reader_reads_a_repeated_text_once_and_as_the_lexicon_does() -> None
     assert said == LEXICON.normalize(text)
     assert ("threat", "小心你全家") in {(m.category, m.phrase) for m in matches}
     assert reader.collector_said(text, "INBOUND") == ("", ())  # the debtor's words are not the collector's
-    assert reader.plain(text)[1:] == (True, False)  # states an amount, no due date
+    assert reader.debt_facts(text) == (True, False)  # states an amount, no due date
     assert {m.category for m in reader.all_said(text)} >= {"threat"}
     for _ in range(3):
         assert reader.collector_said(text, "OUTBOUND") == (said, matches)

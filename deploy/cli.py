@@ -363,15 +363,19 @@ def _exit_on_role_failure(role: str, failure: BaseException) -> None:
 @app.command()
 def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
           clickhouse_url: Annotated[str | None, typer.Option("--clickhouse-url", help="[env: CLICKHOUSE_URL]")] = None,
-          metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics and /healthz on this port")]
-          = None) -> None:
+          metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics and /healthz on this port (the "
+                                                                    "other processes on the ports after it)")] = None,
+          processes: Annotated[int, typer.Option(min=1, help="Store consumers to run, one process each (one core "
+                                                             "each); on embedded chDB the others reach it through "
+                                                             "a relay this process serves")] = 1) -> None:
     """Run the store consumer: every event enriched, hash-chained and stored in ClickHouse once."""
     from prometheus_client import CollectorRegistry
 
     from consumers.store_consumer import GROUP, run_store
-    from deploy.clickhouse_client import ClickHouseCorrupted, ClickHouseUnavailable
+    from deploy.clickhouse_client import ClickHouseCorrupted, ClickHouseUnavailable, trail_client
     from deploy.http_server import polling_health, serve_operations
-    from deploy.migrations import MigrationError
+    from deploy.migrations import MigrationError, ensure_schema
+    from deploy.store_processes import StoreProcesses
 
     quiet_kafka_logs()
     settings = settings_from(bootstrap, data_dir=data_dir, clickhouse_url=clickhouse_url)
@@ -380,8 +384,12 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
         serve_operations(settings, registry, metrics_port, polling_health(
             registry, "collection_audit_last_poll_timestamp_seconds", {"group": GROUP}))
     stop = StopFlag()
+    others = StoreProcesses(settings, processes - 1, metrics_port)
     try:
-        processor = run_store(settings, registry, stop)
+        client = trail_client(settings)
+        ensure_schema(client, settings.clickhouse_cluster)  # once, before the other processes start
+        others.start()
+        processor = run_store(settings, registry, lambda: stop() or bool(others.failed()), client)
     except (ClickHouseUnavailable, MigrationError) as exc:
         err.print(f"[red]store cannot start:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
@@ -389,7 +397,13 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
         err.print(f"[red]store stopped, ClickHouse returned corrupted data[/] ({_CORRUPTED_HINT}): {exc}",
                   soft_wrap=True)
         raise typer.Exit(EXIT_CORRUPTED) from None
+    finally:
+        failed = others.failed()
+        others.stop()
     err.print(f"store stopped; {processor.pending()} records were left unstored (they will be replayed)")
+    if failed:
+        err.print(f"[red]a store process exited with {failed[0]}[/]: the others were stopped")
+        raise typer.Exit(EXIT_CORRUPTED if EXIT_CORRUPTED in failed else 1)
 
 
 @app.command()

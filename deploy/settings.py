@@ -45,6 +45,9 @@ class Settings:
     # A ClickHouse cluster's name (remote_servers): tables are Distributed over replicated locals
     # (`migrate --cluster`); writers insert synchronously to a quorum and read the replica they wrote.
     clickhouse_cluster: str = ""
+    # `store --processes N` on embedded chDB serves it over ClickHouse's HTTP interface on this loopback
+    # port (0: any free one) for its other processes, and for clients while it runs.
+    clickhouse_relay_port: int = 0
     # Key for PII hashes (hex, >= 32 hex digits). Empty in embedded mode: generated once into
     # DATA_DIR/pii.key; required with a ClickHouse server.
     pii_key: str = field(default="", repr=False)
@@ -142,6 +145,11 @@ class Settings:
         if self.kafka_ssl_cafile:
             config["ssl_cafile"] = self.kafka_ssl_cafile
         return config
+
+    def environment(self) -> dict[str, str]:
+        """These settings as COLLECTION_AUDIT_* variables: what `load_settings` reads back as them
+        (how a role hands its configuration to the processes it starts)."""
+        return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with `changes` applied (flags override the environment); None values are ignored."""

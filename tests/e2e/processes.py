@@ -125,8 +125,8 @@ class RoleProcess:
 
 
 class StoreProcess(RoleProcess):
-    def __init__(self, broker: EmbeddedBroker, clickhouse_url: str, data_dir: Path, **env: str) -> None:
-        super().__init__("store", broker, "--data-dir", str(data_dir), CLICKHOUSE_URL=clickhouse_url,
+    def __init__(self, broker: EmbeddedBroker, clickhouse_url: str, data_dir: Path, *args: str, **env: str) -> None:
+        super().__init__("store", broker, "--data-dir", str(data_dir), *args, CLICKHOUSE_URL=clickhouse_url,
                          COLLECTION_AUDIT_PII_KEY="ab" * 32, COLLECTION_AUDIT_STORE_BATCH_ROWS="400",
                          COLLECTION_AUDIT_STORE_BATCH_WAIT_MS="100", **env)
 

@@ -1,0 +1,87 @@
+"""More store consumers beside this one, as child processes in the same consumer group.
+
+The store is CPU-bound in Python (decode, enrichment, hash chain), one core per process; a second
+process on the same partitions' group takes half of them and uses a second core. The children are
+ordinary store consumers: with a ClickHouse server they connect to it; on the embedded stack, where
+chDB lets one process open the data directory, they reach it through the relay this process serves
+(deploy/clickhouse_relay.py) -- the same `http://` path as a server. Every writer hashes PII with
+the same key (handed over in the child's environment, never on a command line).
+
+A child dies with this process (PR_SET_PDEATHSIG), so none is left consuming after a SIGKILL;
+on `stop()` each drains, commits and exits like a store that was sent SIGTERM.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+from urllib.parse import parse_qsl, urlparse
+
+from deploy.clickhouse_relay import ClickHouseRelay
+from deploy.settings import PREFIX, STANDARD_NAMES, Settings
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+
+
+class StoreProcesses:
+    def __init__(self, settings: Settings, extra: int, metrics_port: int | None = None) -> None:
+        self.settings = settings
+        self.extra = extra
+        self.metrics_port = metrics_port
+        self.relay: ClickHouseRelay | None = None
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> StoreProcesses:
+        if self.extra <= 0:
+            return self
+        s = self.settings
+        url = s.clickhouse
+        if url.startswith("chdb:"):
+            parsed = urlparse(url)
+            self.relay = ClickHouseRelay(parsed.path, dict(parse_qsl(parsed.query)) or None,
+                                         s.clickhouse_relay_port).start()
+            url = self.relay.url
+        own = s.replace(clickhouse_url=url, clickhouse_relay_port=0, kafka_bootstrap_servers=s.bootstrap_servers,
+                        pii_key=s.pii_key_bytes().hex())
+        env = {k: v for k, v in os.environ.items() if k not in STANDARD_NAMES and not k.startswith(PREFIX)}
+        env.update(own.environment())
+        for number in range(1, self.extra + 1):
+            command = [sys.executable, "-m", "deploy.cli", "store"]
+            if self.metrics_port:
+                command += ["--metrics-port", str(self.metrics_port + number)]
+            self.children.append(subprocess.Popen(command, env=env, preexec_fn=_die_with_parent))
+        log.info("%d more store consumer processes started (pids %s) on %s", self.extra,
+                 ", ".join(str(c.pid) for c in self.children), url.split("?")[0])
+        return self
+
+    def failed(self) -> list[int]:
+        """Exit codes of children that stopped on their own."""
+        return [code for code in (c.poll() for c in self.children) if code is not None]
+
+    def stop(self, timeout_s: float = 90.0) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in self.children:
+            try:
+                child.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("store process %d did not drain in %.0f s: killed (its batch is replayed)",
+                            child.pid, timeout_s)
+                child.kill()
+                child.wait()
+        self.children = []
+        if self.relay is not None:
+            self.relay.stop()
+            self.relay = None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the parent dies (Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -1,0 +1,68 @@
+"""The relay serves the embedded chDB over ClickHouse's HTTP interface: clickhouse-connect's ordinary
+`http://` client reads and writes what the engine holds, parameters bound, long statements form-encoded,
+inserts streamed, and ClickHouse's own errors passed through with their codes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlparse
+
+import pytest
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+from deploy.clickhouse_client import connect
+from deploy.clickhouse_relay import ClickHouseRelay
+from deploy.supervisor import EmbeddedStack
+from tests.conftest import unique_token
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def relayed(stack: EmbeddedStack, clickhouse: Client) -> Iterator[tuple[Client, Client, str]]:
+    """(a client through the relay, a client on the engine itself, a scratch database)."""
+    if not stack.settings.clickhouse.startswith("chdb:"):
+        pytest.skip("the relay serves embedded chDB; CLICKHOUSE_URL names a server")
+    relay = ClickHouseRelay(urlparse(stack.settings.clickhouse).path).start()
+    database = f"relay_{unique_token()}"
+    clickhouse.command(f"CREATE DATABASE {database}")
+    try:
+        yield connect(relay.url), clickhouse, database
+    finally:
+        clickhouse.command(f"DROP DATABASE {database}")
+        relay.stop()
+
+
+def test_rows_inserted_through_the_relay_are_the_engines_rows(relayed: tuple[Client, Client, str]) -> None:
+    client, engine, database = relayed
+    client.command(f"CREATE TABLE {database}.t (id UUID, text String, at DateTime64(6, 'UTC'), "
+                   "attributes Map(String, String)) ENGINE = MergeTree ORDER BY id")
+    start = datetime(2024, 3, 10, 6, 59, tzinfo=UTC)
+    rows = [[uuid.uuid4(), f"第{i}行 'quoted'\n", start + timedelta(seconds=i, microseconds=7), {"k": str(i)}]
+            for i in range(2_000)]
+    client.insert(f"{database}.t", rows, column_names=["id", "text", "at", "attributes"])
+    query = f"SELECT id, text, at, attributes FROM {database}.t ORDER BY at"
+    assert engine.query(query).result_rows == client.query(query).result_rows == [tuple(r) for r in rows]
+
+
+def test_bound_parameters_and_a_long_statement(relayed: tuple[Client, Client, str]) -> None:
+    client, engine, database = relayed
+    client.command(f"CREATE TABLE {database}.p (id String, n UInt32) ENGINE = MergeTree ORDER BY id")
+    engine.insert(f"{database}.p", [[f"id-{i}", i] for i in range(500)], column_names=["id", "n"])
+    wanted = [f"id-{i}" for i in range(0, 500, 7)]
+    literals = ",".join(f"'{w}'" for w in wanted)  # ~5 KB of statement, as the store's dedup lookup sends
+    result = client.query(f"SELECT sum(n) FROM {database}.p WHERE id IN ({literals}) AND n >= {{low:UInt32}} "
+                          "AND id IN {ids:Array(String)}", parameters={"low": 14, "ids": wanted})
+    assert result.result_rows == [(sum(range(14, 500, 7)),)]
+
+
+def test_clickhouse_errors_keep_their_code(relayed: tuple[Client, Client, str]) -> None:
+    client, _, database = relayed
+    with pytest.raises(DatabaseError, match=r"Code: 60\."):  # UNKNOWN_TABLE, as a server says it
+        client.query(f"SELECT * FROM {database}.missing")
+    with pytest.raises(DatabaseError, match=r"Code: 62\."):  # SYNTAX_ERROR
+        client.command("SELEKT 1")
+    assert client.query("SELECT 1").result_rows == [(1,)]  # and the relay still serves

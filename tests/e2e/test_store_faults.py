@@ -157,4 +157,9 @@ def test_a_part_clickhouse_cannot_read_back_stops_the_store_with_exit_3_and_comm
         assert store.process.wait(60) == EXIT_CORRUPTED, "".join(store.log[-30:])
     log = "".join(store.log)
     assert "store stopped, ClickHouse returned corrupted data" in log and "CHECKSUM_DOESNT_MATCH" in log, log[-3000:]
-    assert committed_offsets(broker) == before, "the batch that met the broken part must stay uncommitted"
+    # the SDK sends the reference events first and waits for them, so they may come in a batch of their own,
+    # stored (their table is intact) and committed before the actions meet the broken part
+    after = committed_offsets(broker)
+    assert {tp: o for tp, o in after.items() if tp[0] == "collection.actions"} == \
+        {tp: o for tp, o in before.items() if tp[0] == "collection.actions"}, \
+        "the batch that met the broken part must stay uncommitted"

@@ -95,11 +95,15 @@ def up(
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
     violation_rate: Annotated[float, typer.Option(help="Share of simulated items that violate a rule")] = 0.01,
     labels: Annotated[Path | None, typer.Option(help="Write labelled violations (JSON lines) here")] = None,
+    store_processes: Annotated[int | None, typer.Option(min=1, help="Store consumers, one process (core) each "
+                                                                   "[env: COLLECTION_AUDIT_STORE_PROCESSES; "
+                                                                   "default: 1]")] = None,
 ) -> None:
     """Start the embedded stack: broker, topics, store and rule consumers, HTTP server (ingest, registry,
     auditor API and console, /healthz, /metrics)."""
     quiet_kafka_logs()
-    settings = settings_from(data_dir=data_dir, http_port=http_port, kafka_port=kafka_port)
+    settings = settings_from(data_dir=data_dir, http_port=http_port, kafka_port=kafka_port,
+                             store_processes=store_processes)
     stop = StopFlag()
     stack = EmbeddedStack(settings)
     try:
@@ -365,9 +369,10 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
           clickhouse_url: Annotated[str | None, typer.Option("--clickhouse-url", help="[env: CLICKHOUSE_URL]")] = None,
           metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics and /healthz on this port (the "
                                                                     "other processes on the ports after it)")] = None,
-          processes: Annotated[int, typer.Option(min=1, help="Store consumers to run, one process each (one core "
-                                                             "each); on embedded chDB the others reach it through "
-                                                             "a relay this process serves")] = 1) -> None:
+          processes: Annotated[int | None, typer.Option(
+              min=1, help="Store consumers, one process (core) each; on embedded chDB the others reach it through "
+                          "a relay this process serves [env: COLLECTION_AUDIT_STORE_PROCESSES; default: 1]")] = None,
+          ) -> None:
     """Run the store consumer: every event enriched, hash-chained and stored in ClickHouse once."""
     from prometheus_client import CollectorRegistry
 
@@ -378,13 +383,13 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
     from deploy.store_processes import StoreProcesses
 
     quiet_kafka_logs()
-    settings = settings_from(bootstrap, data_dir=data_dir, clickhouse_url=clickhouse_url)
+    settings = settings_from(bootstrap, data_dir=data_dir, clickhouse_url=clickhouse_url, store_processes=processes)
     registry = CollectorRegistry()
     if metrics_port:
         serve_operations(settings, registry, metrics_port, polling_health(
             registry, "collection_audit_last_poll_timestamp_seconds", {"group": GROUP}))
     stop = StopFlag()
-    others = StoreProcesses(settings, processes - 1, metrics_port)
+    others = StoreProcesses(settings, settings.store_processes - 1, metrics_port)
     try:
         client = trail_client(settings)
         ensure_schema(client, settings.clickhouse_cluster)  # once, before the other processes start

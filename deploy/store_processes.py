@@ -17,9 +17,14 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from urllib.parse import parse_qsl, urlparse
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.clickhouse_relay import ClickHouseRelay
 from deploy.settings import PREFIX, STANDARD_NAMES, Settings
@@ -29,12 +34,17 @@ _PR_SET_PDEATHSIG = 1
 
 
 class StoreProcesses:
+    """`extra` store consumer processes; each serves /metrics on `metrics_port` + its number, or on a
+    free port when `metrics_port` is None (`total()` reads them for a live view)."""
+
     def __init__(self, settings: Settings, extra: int, metrics_port: int | None = None) -> None:
         self.settings = settings
         self.extra = extra
-        self.metrics_port = metrics_port
+        self.metrics_ports = [metrics_port + n if metrics_port else _free_port() for n in range(1, extra + 1)]
         self.relay: ClickHouseRelay | None = None
         self.children: list[subprocess.Popen[bytes]] = []
+        self._metrics: dict[int, str] = {}  # port -> its last /metrics text
+        self._read_at = 0.0
 
     def start(self) -> StoreProcesses:
         if self.extra <= 0:
@@ -47,13 +57,11 @@ class StoreProcesses:
                                          s.clickhouse_relay_port).start()
             url = self.relay.url
         own = s.replace(clickhouse_url=url, clickhouse_relay_port=0, kafka_bootstrap_servers=s.bootstrap_servers,
-                        pii_key=s.pii_key_bytes().hex())
+                        pii_key=s.pii_key_bytes().hex(), store_processes=1)
         env = {k: v for k, v in os.environ.items() if k not in STANDARD_NAMES and not k.startswith(PREFIX)}
         env.update(own.environment())
-        for number in range(1, self.extra + 1):
-            command = [sys.executable, "-m", "deploy.cli", "store"]
-            if self.metrics_port:
-                command += ["--metrics-port", str(self.metrics_port + number)]
+        for port in self.metrics_ports:
+            command = [sys.executable, "-m", "deploy.cli", "store", "--metrics-port", str(port)]
             self.children.append(subprocess.Popen(command, env=env, preexec_fn=_die_with_parent))
         log.info("%d more store consumer processes started (pids %s) on %s", self.extra,
                  ", ".join(str(c.pid) for c in self.children), url.split("?")[0])
@@ -62,6 +70,24 @@ class StoreProcesses:
     def failed(self) -> list[int]:
         """Exit codes of children that stopped on their own."""
         return [code for code in (c.poll() for c in self.children) if code is not None]
+
+    def total(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """The sum over the other processes of a metric's samples that carry `labels`, as last read
+        (read at most twice a second; a process that stopped answering keeps its last values)."""
+        if time.monotonic() - self._read_at > 0.5:
+            self.read_metrics()
+        wanted = (labels or {}).items()
+        return sum(sample.value for text in self._metrics.values() for family in text_string_to_metric_families(text)
+                   for sample in family.samples if sample.name == name and wanted <= sample.labels.items())
+
+    def read_metrics(self) -> None:
+        self._read_at = time.monotonic()
+        for port in self.metrics_ports:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+                    self._metrics[port] = response.read().decode()
+            except OSError:
+                continue  # starting, or gone: failed() reports the latter
 
     def stop(self, timeout_s: float = 90.0) -> None:
         for child in self.children:
@@ -79,6 +105,12 @@ class StoreProcesses:
         if self.relay is not None:
             self.relay.stop()
             self.relay = None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _die_with_parent() -> None:

@@ -1,7 +1,8 @@
 """`collection-audit up`: the embedded one-machine stack in one supervisor process.
 
 Start order: broker child (unless KAFKA_BOOTSTRAP_SERVERS names an external one) -> topics ->
-ClickHouse migrations -> store consumer thread -> rule consumer thread -> ingest producer -> HTTP server (ingest, schema
+ClickHouse migrations -> store consumer thread (and STORE_PROCESSES - 1 store processes, see
+deploy/store_processes.py) -> rule consumer thread -> ingest producer -> HTTP server (ingest, schema
 registry, auditor API and console, /healthz, /metrics). chDB allows one process per data directory,
 so the store writer and the auditor API share this process (each with its own client handle).
 
@@ -28,6 +29,7 @@ from deploy.embedded_broker import EmbeddedBroker
 from deploy.http_server import HttpServer, create_app, kafka_reachable
 from deploy.migrations import ensure_schema
 from deploy.settings import Settings
+from deploy.store_processes import StoreProcesses
 from deploy.topics import apply_topics, load_topic_specs
 from producers.metrics import register_producer
 from producers.sdk import AuditProducer
@@ -44,6 +46,7 @@ class EmbeddedStack:
     producer: AuditProducer | None = None
     http: HttpServer | None = None
     store_thread: threading.Thread | None = None
+    store_processes: StoreProcesses | None = None  # STORE_PROCESSES - 1 more store consumers, one process each
     with_store: bool = False
     rules_thread: threading.Thread | None = None
     _store_stop: threading.Event = field(default_factory=threading.Event)
@@ -83,8 +86,20 @@ class EmbeddedStack:
 
     def _start_store(self) -> None:
         client = trail_client(self.settings)
+        others = self.store_processes = StoreProcesses(self.settings, self.settings.store_processes - 1).start()
+
+        def should_stop() -> bool:
+            exited = others.failed()
+            if exited:  # up stops, as when a role thread dies
+                self.failures.setdefault("store process", RuntimeError(f"a store process exited with {exited[0]}"))
+            return self._store_stop.is_set() or bool(exited)
+
         self.store_thread = _role_thread(
-            "store", lambda: run_store(self.settings, self.metrics, self._store_stop.is_set, client), self.failures)
+            "store", lambda: run_store(self.settings, self.metrics, should_stop, client), self.failures)
+
+    def _others(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """A store metric summed over the other store processes."""
+        return self.store_processes.total(name, labels) if self.store_processes is not None else 0.0
 
     def _start_rules(self) -> None:
         from consumers.rule_consumer import run_rules
@@ -100,12 +115,14 @@ class EmbeddedStack:
     def store_lag(self) -> float:
         """Records the store consumer has yet to read, from the last fetch high-water marks."""
         return sum(sample.value for metric in self.metrics.collect() if metric.name == "collection_audit_consumer_lag"
-                   for sample in metric.samples)
+                   for sample in metric.samples) + self._others("collection_audit_consumer_lag")
 
     def partitions_held(self) -> str | None:
         """Partitions the running store and rule consumer hold, as `store / rules` (`-`: not running), or None
         when neither runs. A consumer holding none is joining its group: it stores or judges nothing yet."""
-        store = self.metrics.get_sample_value("collection_audit_assigned_partitions", {"group": "audit-store"})
+        labels = {"group": "audit-store"}
+        store = (self.metrics.get_sample_value("collection_audit_assigned_partitions", labels) or 0.0) \
+            + self._others("collection_audit_assigned_partitions", labels)
         rules = self.metrics.get_sample_value("collection_audit_rules_assigned_partitions")
         held = ["-" if thread is None or not thread.is_alive() else str(int(value or 0))
                 for thread, value in ((self.store_thread, store), (self.rules_thread, rules))]
@@ -120,14 +137,16 @@ class EmbeddedStack:
         return min(ratios) if ratios else None
 
     def stored(self, table: str = "audit.actions") -> float:
-        return self.metrics.get_sample_value("collection_audit_stored_total", {"table": table}) or 0.0
+        return (self.metrics.get_sample_value("collection_audit_stored_total", {"table": table}) or 0.0) \
+            + self._others("collection_audit_stored_total", {"table": table})
 
     def health(self) -> dict[str, bool]:
         checks = {"kafka": kafka_reachable(self.settings.bootstrap_servers)}
         if self.broker is not None:
             checks["embedded_broker"] = self.broker.running()
         if self.store_thread is not None:
-            checks["store_consumer"] = self.store_thread.is_alive()
+            checks["store_consumer"] = self.store_thread.is_alive() and not (
+                self.store_processes is not None and self.store_processes.failed())
         if self.rules_thread is not None:
             checks["rule_consumer"] = self.rules_thread.is_alive()
         return checks
@@ -154,6 +173,11 @@ class EmbeddedStack:
             self._store_stop.set()
             self.store_thread.join(drain_s + 10)
             self.store_thread = None
+        if self.store_processes is not None:
+            if self.store_processes.children:  # their last batches flushed: the summary keeps their counts
+                time.sleep(self.settings.store_batch_wait_ms / 1000 + 0.5)
+                self.store_processes.read_metrics()
+            self.store_processes.stop(drain_s + 10)
         if self.broker is not None:
             self.broker.stop()
             self.broker = None

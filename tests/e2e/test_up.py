@@ -1,6 +1,7 @@
 """`collection-audit up` as a user runs it: a separate process, then Ctrl-C."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from producers.sdk import AuditProducer
 from schemas.catalog import Catalog
 from schemas.registry import CatalogRegistry
 from tests.conftest import free_port, read_topic, wait_until
-from tests.e2e.processes import RoleProcess, corrupt_parts, simulated
+from tests.e2e.processes import RoleProcess, corrupt_parts, simulated, sql
 
 pytestmark = pytest.mark.stack
 
@@ -80,3 +81,23 @@ def test_up_stops_with_exit_3_when_its_store_meets_a_part_clickhouse_cannot_read
     assert "up stopped: the store consumer found corrupted data" in log and "CHECKSUM_DOESNT_MATCH" in log, log[-3000:]
     assert not port_open("127.0.0.1", kafka_port), "the broker child must stop with the supervisor"
     assert not port_open("127.0.0.1", up.metrics_port)
+
+
+def test_up_with_two_store_processes_stores_every_event_once_and_counts_both(tmp_path: Path) -> None:
+    """`up --store-processes 2`: a second store process (through up's relay) shares the partitions; the
+    summary counts what both stored, which is what ClickHouse holds, each event once."""
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "up", "--data-dir", str(tmp_path), "--kafka-port", str(free_port()),
+         "--http-port", str(free_port()), "--simulate", "--rate", "1000", "--duration", "12",
+         "--store-processes", "2"],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 more store consumer processes started" in done.stderr
+    summary = re.search(r"actions stored\s*│\s*([\d,]+)", done.stderr)
+    assert summary is not None, done.stderr[-3000:]
+    stored = int(summary.group(1).replace(",", ""))
+    assert stored > 0
+    [counts] = sql(f"chdb://{tmp_path / 'clickhouse'}",
+                   "SELECT (SELECT count() FROM audit.actions) AS n, (SELECT count() FROM audit.actions FINAL) AS "
+                   "final, (SELECT uniqExact(event_id) FROM audit.actions) AS ids")
+    assert counts == {"n": stored, "final": stored, "ids": stored}

@@ -16,9 +16,16 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 
+class TopicMissing(RuntimeError):
+    pass
+
+
 def from_beginning(consumer: KafkaConsumer, topic: str) -> KafkaConsumer:
     """Assign every partition of `topic` to a group-less consumer and rewind it."""
     partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+    if not partitions:
+        consumer.close()
+        raise TopicMissing(f"Kafka has no topic {topic}: create the topics first (`collection-audit topics apply`)")
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
     return consumer

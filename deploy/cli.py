@@ -377,6 +377,7 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
     from prometheus_client import CollectorRegistry
 
     from consumers.store_consumer import GROUP, run_store
+    from consumers.topic_reader import TopicMissing
     from deploy.clickhouse_client import ClickHouseCorrupted, ClickHouseUnavailable, trail_client
     from deploy.http_server import polling_health, serve_operations
     from deploy.migrations import MigrationError, ensure_schema
@@ -395,7 +396,7 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
         ensure_schema(client, settings.clickhouse_cluster)  # once, before the other processes start
         others.start()
         processor = run_store(settings, registry, lambda: stop() or bool(others.failed()), client)
-    except (ClickHouseUnavailable, MigrationError) as exc:
+    except (ClickHouseUnavailable, MigrationError, TopicMissing) as exc:
         err.print(f"[red]store cannot start:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
     except ClickHouseCorrupted as exc:

@@ -29,6 +29,7 @@ def rules(ctx: typer.Context,
     from prometheus_client import CollectorRegistry
 
     from consumers.rule_consumer import run_rules
+    from consumers.topic_reader import TopicMissing
     from deploy.cli import StopFlag, quiet_kafka_logs, settings_from
     from deploy.http_server import polling_health, serve_operations
 
@@ -38,7 +39,11 @@ def rules(ctx: typer.Context,
     if metrics_port:
         serve_operations(settings, registry, metrics_port,
                          polling_health(registry, "collection_audit_rules_last_poll_timestamp_seconds"))
-    run_rules(settings, registry, StopFlag(), on_ready=lambda: err.print("rule consumer running (Ctrl-C stops)"))
+    try:
+        run_rules(settings, registry, StopFlag(), on_ready=lambda: err.print("rule consumer running (Ctrl-C stops)"))
+    except TopicMissing as exc:
+        err.print(f"[red]rules cannot start:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def _load() -> Any:

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, urlparse
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from deploy.clickhouse_client import ClickHouseUnavailable
 from deploy.clickhouse_relay import ClickHouseRelay
 from deploy.settings import PREFIX, STANDARD_NAMES, Settings
 
@@ -53,8 +54,12 @@ class StoreProcesses:
         url = s.clickhouse
         if url.startswith("chdb:"):
             parsed = urlparse(url)
-            self.relay = ClickHouseRelay(parsed.path, dict(parse_qsl(parsed.query)) or None,
-                                         s.clickhouse_relay_port).start()
+            try:
+                self.relay = ClickHouseRelay(parsed.path, dict(parse_qsl(parsed.query)) or None,
+                                             s.clickhouse_relay_port).start()
+            except OSError as exc:  # the port is taken
+                raise ClickHouseUnavailable(f"cannot serve the embedded ClickHouse to the other store processes on "
+                                            f"127.0.0.1:{s.clickhouse_relay_port}: {exc}") from exc
             url = self.relay.url
         own = s.replace(clickhouse_url=url, clickhouse_relay_port=0, kafka_bootstrap_servers=s.bootstrap_servers,
                         pii_key=s.pii_key_bytes().hex(), store_processes=1)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from deploy.embedded_broker import EmbeddedBroker
 from tests.conftest import TEST_POLL_INTERVAL_MS, action, free_port, read_topic, wait_until
@@ -81,3 +82,19 @@ def test_on_a_cluster_a_role_refuses_a_schema_that_migrate_cluster_has_not_appli
     processes.append(store)
     assert store.process.wait(60) == 1
     assert "run `collection-audit migrate --cluster audit` first" in "".join(store.log)
+
+
+@pytest.mark.parametrize("role", ["store", "rules"])
+def test_a_role_started_before_its_topics_exist_says_so_and_exits_1(role: str, tmp_path: Path) -> None:
+    bare = EmbeddedBroker(free_port(), tmp_path / "broker.log")  # no `topics apply`
+    bare.start()
+    try:
+        done = subprocess.run([sys.executable, "-m", "deploy.cli", role], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bare.bootstrap_servers,
+                                   "COLLECTION_AUDIT_DATA_DIR": str(tmp_path / "data"),
+                                   "COLLECTION_AUDIT_KAFKA_MAX_POLL_INTERVAL_MS": str(TEST_POLL_INTERVAL_MS)})
+    finally:
+        bare.stop()
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"{role} cannot start" in done.stderr and "collection-audit topics apply" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from deploy.auditor.tokens import TokenStore
 from deploy.auditor_cli import api, query_app, tokens_app, verify
+from deploy.clickhouse_client import CORRUPTED_EXIT_CODE
 from deploy.live_view import LiveCounts, counts_table
 from deploy.rules_cli import alerts, rules_app
 from deploy.settings import Settings, SettingsError, load_settings
@@ -345,7 +346,7 @@ def migrate(clickhouse_url: Annotated[str | None, typer.Option(
     err.print("schema up to date" if not applied else f"{len(applied)} migration(s) applied{where}")
 
 
-EXIT_CORRUPTED = 3  # the store found a part ClickHouse cannot read back: a restart policy should restart it
+EXIT_CORRUPTED = CORRUPTED_EXIT_CODE  # the store found a part ClickHouse cannot read back: restart it
 _CORRUPTED_HINT = ("nothing of the batch was committed; restart the store: embedded chDB detaches a broken part "
                    "at start and restores the parts it replaced; on a server see docs/operations.md")
 

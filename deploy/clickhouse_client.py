@@ -27,6 +27,8 @@ class ClickHouseCorrupted(RuntimeError):
     parts it replaced (kept old_parts_lifetime, 8 minutes; see docs/operations.md)."""
 
 
+CORRUPTED_EXIT_CODE = 3  # how a store process that met ClickHouseCorrupted exits
+
 _CORRUPTION = re.compile(r"\bCode: (40|246)\.")  # CHECKSUM_DOESNT_MATCH, CORRUPTED_DATA
 
 

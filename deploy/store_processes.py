@@ -8,7 +8,9 @@ chDB lets one process open the data directory, they reach it through the relay t
 the same key (handed over in the child's environment, never on a command line).
 
 A child dies with this process (PR_SET_PDEATHSIG), so none is left consuming after a SIGKILL;
-on `stop()` each drains, commits and exits like a store that was sent SIGTERM.
+on `stop()` each drains, commits and exits like a store that was sent SIGTERM. The signal follows
+the thread that started the child, so `start()` runs on one that lives as long as the role (the
+main thread, in `store` and `up`).
 """
 
 from __future__ import annotations

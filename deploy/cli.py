@@ -382,7 +382,7 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
     from deploy.clickhouse_client import ClickHouseCorrupted, ClickHouseUnavailable, trail_client
     from deploy.http_server import polling_health, serve_operations
     from deploy.migrations import MigrationError, ensure_schema
-    from deploy.store_processes import StoreProcesses
+    from deploy.store_processes import StoreProcesses, StoreProcessExited
 
     quiet_kafka_logs()
     settings = settings_from(bootstrap, data_dir=data_dir, clickhouse_url=clickhouse_url, store_processes=processes)
@@ -396,7 +396,10 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
         client = trail_client(settings)
         ensure_schema(client, settings.clickhouse_cluster)  # once, before the other processes start
         others.start()
-        processor = run_store(settings, registry, lambda: stop() or bool(others.failed()), client)
+        processor = run_store(settings, registry, lambda: stop() or others.failure() is not None, client)
+        failure = others.failure()
+        if failure is not None:
+            raise failure
     except (ClickHouseUnavailable, MigrationError, TopicMissing) as exc:
         err.print(f"[red]store cannot start:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
@@ -404,13 +407,12 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
         err.print(f"[red]store stopped, ClickHouse returned corrupted data[/] ({_CORRUPTED_HINT}): {exc}",
                   soft_wrap=True)
         raise typer.Exit(EXIT_CORRUPTED) from None
+    except StoreProcessExited as exc:
+        err.print(f"[red]store stopped:[/] {exc}; the others were stopped", soft_wrap=True)
+        raise typer.Exit(1) from None
     finally:
-        failed = others.failed()
         others.stop()
     err.print(f"store stopped; {processor.pending()} records were left unstored (they will be replayed)")
-    if failed:
-        err.print(f"[red]a store process exited with {failed[0]}[/]: the others were stopped")
-        raise typer.Exit(EXIT_CORRUPTED if EXIT_CORRUPTED in failed else 1)
 
 
 @app.command()

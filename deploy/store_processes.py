@@ -28,12 +28,16 @@ from urllib.parse import parse_qsl, urlparse
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.clickhouse_client import ClickHouseUnavailable
+from deploy.clickhouse_client import CORRUPTED_EXIT_CODE, ClickHouseCorrupted, ClickHouseUnavailable
 from deploy.clickhouse_relay import ClickHouseRelay
 from deploy.settings import PREFIX, STANDARD_NAMES, Settings
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
+
+
+class StoreProcessExited(RuntimeError):
+    pass
 
 
 class StoreProcesses:
@@ -46,7 +50,7 @@ class StoreProcesses:
         self.metrics_ports = [metrics_port + n if metrics_port else _free_port() for n in range(1, extra + 1)]
         self.relay: ClickHouseRelay | None = None
         self.children: list[subprocess.Popen[bytes]] = []
-        self._metrics: dict[int, str] = {}  # port -> its last /metrics text
+        self._samples: dict[int, list[tuple[str, dict[str, str], float]]] = {}  # port -> its last /metrics
         self._read_at = 0.0
 
     def start(self) -> StoreProcesses:
@@ -78,23 +82,35 @@ class StoreProcesses:
         """Exit codes of children that stopped on their own."""
         return [code for code in (c.poll() for c in self.children) if code is not None]
 
+    def failure(self) -> BaseException | None:
+        """Why the role must stop, if a child did: ClickHouseCorrupted for its exit 3 (the role exits 3
+        too, for a restart policy), otherwise StoreProcessExited with the exit code."""
+        exited = self.failed()
+        if not exited:
+            return None
+        if CORRUPTED_EXIT_CODE in exited:
+            return ClickHouseCorrupted("another store process found a part ClickHouse cannot read back")
+        return StoreProcessExited(f"another store process exited with {exited[0]}")
+
     def total(self, name: str, labels: dict[str, str] | None = None) -> float:
         """The sum over the other processes of a metric's samples that carry `labels`, as last read
         (read at most twice a second; a process that stopped answering keeps its last values)."""
         if time.monotonic() - self._read_at > 0.5:
             self.read_metrics()
         wanted = (labels or {}).items()
-        return sum(sample.value for text in self._metrics.values() for family in text_string_to_metric_families(text)
-                   for sample in family.samples if sample.name == name and wanted <= sample.labels.items())
+        return sum(value for samples in self._samples.values() for sample_name, sample_labels, value in samples
+                   if sample_name == name and wanted <= sample_labels.items())
 
     def read_metrics(self) -> None:
         self._read_at = time.monotonic()
         for port in self.metrics_ports:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
-                    self._metrics[port] = response.read().decode()
+                    text = response.read().decode()
             except OSError:
                 continue  # starting, or gone: failed() reports the latter
+            self._samples[port] = [(sample.name, sample.labels, sample.value)
+                                   for family in text_string_to_metric_families(text) for sample in family.samples]
 
     def stop(self, timeout_s: float = 90.0) -> None:
         for child in self.children:

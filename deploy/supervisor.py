@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from consumers.store_consumer import run_store
 from deploy.auditor.tokens import TokenStore
-from deploy.clickhouse_client import CORRUPTED_EXIT_CODE, ClickHouseCorrupted, ClientPool, trail_client
+from deploy.clickhouse_client import ClientPool, trail_client
 from deploy.embedded_broker import EmbeddedBroker
 from deploy.http_server import HttpServer, create_app, kafka_reachable
 from deploy.migrations import ensure_schema
@@ -89,12 +89,10 @@ class EmbeddedStack:
         others = self.store_processes = StoreProcesses(self.settings, self.settings.store_processes - 1).start()
 
         def should_stop() -> bool:
-            exited = others.failed()
-            if exited:  # up stops, as when a role thread dies; corrupted data (exit 3) is passed on as such
-                self.failures.setdefault("store process", ClickHouseCorrupted(
-                    "a store process found corrupted data") if CORRUPTED_EXIT_CODE in exited else RuntimeError(
-                    f"a store process exited with {exited[0]}"))
-            return self._store_stop.is_set() or bool(exited)
+            failure = others.failure()
+            if failure is not None:  # up stops, as when its own store thread dies
+                self.failures.setdefault("store process", failure)
+            return self._store_stop.is_set() or failure is not None
 
         self.store_thread = _role_thread(
             "store", lambda: run_store(self.settings, self.metrics, should_stop, client), self.failures)

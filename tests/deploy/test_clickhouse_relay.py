@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
 import pytest
+from clickhouse_connect.driver.binding import use_form_encoding
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
@@ -48,15 +49,20 @@ def test_rows_inserted_through_the_relay_are_the_engines_rows(relayed: tuple[Cli
     assert engine.query(query).result_rows == client.query(query).result_rows == [tuple(r) for r in rows]
 
 
-def test_bound_parameters_and_a_long_statement(relayed: tuple[Client, Client, str]) -> None:
+def test_bound_parameters_small_and_form_encoded(relayed: tuple[Client, Client, str]) -> None:
     client, engine, database = relayed
     client.command(f"CREATE TABLE {database}.p (id String, n UInt32) ENGINE = MergeTree ORDER BY id")
-    engine.insert(f"{database}.p", [[f"id-{i}", i] for i in range(500)], column_names=["id", "n"])
-    wanted = [f"id-{i}" for i in range(0, 500, 7)]
-    literals = ",".join(f"'{w}'" for w in wanted)  # ~5 KB of statement, as the store's dedup lookup sends
-    result = client.query(f"SELECT sum(n) FROM {database}.p WHERE id IN ({literals}) AND n >= {{low:UInt32}} "
-                          "AND id IN {ids:Array(String)}", parameters={"low": 14, "ids": wanted})
+    engine.insert(f"{database}.p", [[f"id-{i}", i] for i in range(3_000)], column_names=["id", "n"])
+    few = [f"id-{i}" for i in range(0, 500, 7)]
+    result = client.query(f"SELECT sum(n) FROM {database}.p WHERE n >= {{low:UInt32}} AND id IN {{ids:Array(String)}}",
+                          parameters={"low": 14, "ids": few})
     assert result.result_rows == [(sum(range(14, 500, 7)),)]
+    # parameters over 4 KB travel as multipart form fields, as the store's "already stored?" keys do
+    many = [f"id-{i}" for i in range(0, 3_000, 3)]
+    assert use_form_encoding("SELECT 1", {"param_ids": str(many)})
+    result = client.query(f"SELECT count() FROM {database}.p WHERE id IN {{ids:Array(String)}}",
+                          parameters={"ids": many})
+    assert result.result_rows == [(len(many),)]
 
 
 def test_clickhouse_errors_keep_their_code(relayed: tuple[Client, Client, str]) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from consumers.local_time import local_view, resolve_zone
@@ -35,6 +37,17 @@ class Enricher:
     masker: PiiMasker
     state: ReferenceState
     default_jurisdiction: str = "CN"
+    read_text: Callable[[str | None, str | None], tuple[str, int, str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Templates and follow-ups repeat texts (about half of a simulated day's are repeats): each
+        # distinct (text, region) is masked and normalised once.
+        object.__setattr__(self, "read_text", lru_cache(maxsize=20_000)(self._read_text))
+
+    def _read_text(self, text: str | None, region: str | None) -> tuple[str, int, str]:
+        """(masked text, PII numbers replaced, the masked text normalised for search)."""
+        masked, redactions = self.masker.mask_text(text, region)
+        return masked, redactions, normalize(masked)
 
     def action_row(self, record: dict[str, Any], origin: Provenance) -> dict[str, Any]:
         debtor = record["debtor_id"]
@@ -44,7 +57,7 @@ class Enricher:
         own_phone = record["contact_address"] if record["counterparty"] == "DEBTOR" else None
         zone, zone_source = resolve_zone(profile.timezone if profile else None, own_phone, region, jurisdiction)
         local_text, local = local_view(record["occurred_at"], zone)
-        text, redactions = self.masker.mask_text(record["message_text"], region)
+        text, redactions, normalized = self.read_text(record["message_text"], region)
         address_hash, address_last4 = self.masker.mask_address(record["contact_address"], region)
         return {
             "event_id": record["event_id"],
@@ -62,7 +75,7 @@ class Enricher:
             "contact_address_hash": address_hash,
             "contact_address_last4": address_last4,
             "message_text": text,
-            "message_text_normalized": normalize(text),
+            "message_text_normalized": normalized,
             "pii_redactions": redactions,
             "recording_id": record["recording_id"],
             "duration_seconds": record["duration_seconds"],

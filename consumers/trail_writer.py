@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
@@ -47,17 +48,26 @@ class TrailTable:
     time_column: str
     columns: tuple[str, ...]
     id_is_uuid: bool = True
+    # What an already-stored copy of a row shares with it besides the id, and the table's order begins
+    # with: the "already stored?" lookup reads those keys over that range (a primary-key range scan).
+    lookup_key: str = "debtor_id"
+    lookup_range: tuple[str, str] = ("occurred_at", "DateTime64(6, 'UTC')")
 
 
 ACTIONS = TrailTable("audit.actions", "event_id", "debtor_id", "occurred_at", _ACTION_COLUMNS + _TRAIL)
 REFERENCE_EVENTS = TrailTable("audit.reference_events", "event_id", "entity_key", "occurred_at",
-                              _REFERENCE_COLUMNS + _TRAIL)
+                              _REFERENCE_COLUMNS + _TRAIL, lookup_key="entity_key")
 ALERTS = TrailTable("audit.alerts", "alert_id", "debtor_id", "occurred_at", _ALERT_COLUMNS + _TRAIL, id_is_uuid=False)
+# A dead letter's id derives from its source record; failed_at is when it was (last) refused, so a
+# redelivered refusal differs there and is found by its source offset instead.
 DEAD_LETTERS = TrailTable("audit.dead_letters", "dead_letter_id", None, "failed_at", (
     "dead_letter_id", "reason", "detail", "consumer_group", "source_topic", "source_partition", "source_offset",
-    "schema_id", "raw_key_base64", "raw_value_base64", "failed_at"))
+    "schema_id", "raw_key_base64", "raw_value_base64", "failed_at"),
+    lookup_key="source_topic", lookup_range=("source_offset", "UInt64"))
 
-_LOOKUP_CHUNK = 2_000  # ids per "already stored?" query: keeps the SQL text well under 256 KiB
+# A lookup's key list is one parameter; ClickHouse's HTTP interface caps a form field at 128 KiB
+# (http_max_field_value_size), so a batch with more keys than that is looked up in parts.
+_LOOKUP_KEY_BYTES = 96 * 1024
 
 Head = tuple[int, str]  # (chain_seq, row_hash) of the newest stored row of a chain
 
@@ -80,8 +90,10 @@ class TrailWriter:
         if not rows:
             return 0
         id_column, key_column = self.table.id_column, self.table.key_column
-        ids = [str(row[id_column]) for row in rows]
-        stored = self._stored_ids(rows, ids)
+        ids = [row[id_column] for row in rows]
+        if self.table.id_is_uuid:
+            ids = [i if type(i) is UUID else UUID(str(i)) for i in ids]
+        stored = self._stored_ids(rows)
         fresh, seen = [], set()
         for row, row_id in zip(rows, ids, strict=True):
             if row_id not in stored and row_id not in seen:
@@ -117,30 +129,36 @@ class TrailWriter:
         months[month] = (seq + 1, row["row_hash"])
         self._heads.move_to_end(key)
 
-    def _stored_ids(self, rows: list[dict[str, Any]], ids: list[str]) -> set[str]:
-        stored: set[str] = set()
-        for start in range(0, len(rows), _LOOKUP_CHUNK):  # chunked: a query's text is capped (max_query_size)
-            stored |= self._stored_ids_chunk(rows[start:start + _LOOKUP_CHUNK], ids[start:start + _LOOKUP_CHUNK])
+    def _stored_ids(self, rows: list[dict[str, Any]]) -> set[Any]:
+        """The ids of these rows that are already stored: every stored id of the rows' keys over the
+        rows' range, kept if it is one of theirs. One primary-key range read per batch, not a list of
+        thousands of ids for ClickHouse to parse; in range order, so the parts of a batch that arrived
+        out of order each read a narrow range."""
+        key_column, (range_column, _) = self.table.lookup_key, self.table.lookup_range
+        ordered = sorted(rows, key=itemgetter(range_column))
+        stored: set[Any] = set()
+        keys: set[str] = set()
+        start = size = 0
+        for i, row in enumerate(ordered):
+            key = row[key_column]
+            if key not in keys:
+                size += len(key.encode()) + 4
+                if size > _LOOKUP_KEY_BYTES:
+                    stored |= self._stored_ids_between(ordered[start][range_column], ordered[i - 1][range_column], keys)
+                    start, keys, size = i, set(), len(key.encode()) + 4
+                keys.add(key)
+        stored |= self._stored_ids_between(ordered[start][range_column], ordered[-1][range_column], keys)
         return stored
 
-    def _stored_ids_chunk(self, rows: list[dict[str, Any]], ids: list[str]) -> set[str]:
-        id_column, key_column, time_column = self.table.id_column, self.table.key_column, self.table.time_column
-        times = [row[time_column] for row in rows]
-        parameters: dict[str, Any] = {"low": min(times), "high": max(times)}
-        if self.table.id_is_uuid:
-            # re-parsed as UUIDs, so safe to inline; ~20x cheaper than binding thousands of escaped strings
-            literals = ",".join(f"'{UUID(i)}'" for i in set(ids))
-            where = [f"{id_column} IN ({literals})"]
-        else:
-            where = [f"{id_column} IN {{ids:Array(String)}}"]
-            parameters["ids"] = list(set(ids))
-        where.append(f"{time_column} BETWEEN {{low:DateTime64(6, 'UTC')}} AND {{high:DateTime64(6, 'UTC')}}")
-        if key_column is not None:
-            where.append(f"{key_column} IN {{keys:Array(String)}}")
-            parameters["keys"] = list({row[key_column] for row in rows})
+    def _stored_ids_between(self, low: Any, high: Any, keys: set[str]) -> set[Any]:
+        table = self.table
+        range_column, range_type = table.lookup_range
         result = self.client.query(
-            f"SELECT toString({id_column}) FROM {self.table.name} WHERE {' AND '.join(where)}",
-            parameters=parameters)
+            f"SELECT toString({table.id_column}) FROM {table.name} WHERE {table.lookup_key} IN {{keys:Array(String)}} "
+            f"AND {range_column} BETWEEN {{low:{range_type}}} AND {{high:{range_type}}}",
+            parameters={"keys": list(keys), "low": low, "high": high})
+        if table.id_is_uuid:
+            return {UUID(row[0]) for row in result.result_rows}
         return {row[0] for row in result.result_rows}
 
     def _load_heads(self, keys: set[str]) -> None:

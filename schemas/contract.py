@@ -389,6 +389,16 @@ def _valid_unicode(text: str) -> bool:
     return True
 
 
+def _is_uuid(value: Any) -> bool:
+    if isinstance(value, uuid.UUID):  # Avro's uuid logical type decodes to one
+        return True
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
@@ -423,9 +433,7 @@ def record_problems(topic: str, record: Mapping[str, Any]) -> list[FieldError]:
     problems = _storable_problems(topic, record)
     if topic == TOPIC_ALERTS:
         return problems
-    try:
-        uuid.UUID(str(record["event_id"]))
-    except ValueError:
+    if not _is_uuid(record["event_id"]):
         problems.append(FieldError("event_id", f"{record['event_id']!r} is not a UUID"))
     if record["occurred_at"] < EARLIEST:
         problems.append(FieldError("occurred_at", f"before {EARLIEST.date()}"))

@@ -8,8 +8,8 @@ from clickhouse_connect.driver.client import Client
 from consumers.hash_chain import GENESIS, content_hash, link
 from consumers.pii import PiiMasker
 from consumers.reference_state import ReferenceState
-from consumers.store_rows import Enricher, Provenance
-from consumers.trail_writer import ACTIONS, TrailWriter
+from consumers.store_rows import Enricher, Provenance, dead_letter_row
+from consumers.trail_writer import ACTIONS, DEAD_LETTERS, TrailWriter
 from tests.conftest import unique_token
 
 pytestmark = pytest.mark.stack
@@ -57,6 +57,33 @@ def test_a_large_batch_of_distinct_debtors_is_checked_and_stored_once(clickhouse
     count = clickhouse.query("SELECT count() FROM audit.actions WHERE startsWith(debtor_id, {p:String})",
                              parameters={"p": prefix}).result_rows[0][0]
     assert count == 12_000
+
+
+def test_a_redelivered_batch_out_of_time_order_is_recognised_row_by_row(clickhouse: Client) -> None:
+    # a backfill: months apart, arriving in no order, some debtors twice; then half of it again with new rows
+    debtor = f"TW-{unique_token(8)}"
+    t0 = datetime(2023, 1, 1, tzinfo=UTC)
+    rows = [action(f"{debtor}-{i % 7}", t0 + timedelta(days=(i * 37) % 365, microseconds=i), i) for i in range(60)]
+    assert TrailWriter(clickhouse, ACTIONS).write(rows) == 60
+    again = rows[::2] + [action(f"{debtor}-{i}", t0 + timedelta(days=i * 40, microseconds=1), 100 + i) for i in range(5)]
+    assert TrailWriter(clickhouse, ACTIONS).write(again) == 5
+
+
+def test_a_refusal_redelivered_later_is_one_dead_letter(clickhouse: Client) -> None:
+    # a consumer that stored a dead letter and died before committing refuses the record again on restart,
+    # at a later failed_at: the same source record, one dead letter
+    topic = f"tw.{unique_token(8)}"
+    first = datetime(2024, 5, 1, 12, tzinfo=UTC)
+
+    def refusal(offset: int, at: datetime) -> dict[str, Any]:
+        return dead_letter_row("BAD_MAGIC", "first byte", "audit-store", topic, 3, offset, None, b"k", b"\x01", at)
+
+    assert TrailWriter(clickhouse, DEAD_LETTERS).write([refusal(5, first), refusal(9, first)]) == 2
+    later = first + timedelta(minutes=3)
+    assert TrailWriter(clickhouse, DEAD_LETTERS).write([refusal(9, later), refusal(5, later), refusal(6, later)]) == 1
+    count = clickhouse.query("SELECT count() FROM audit.dead_letters WHERE source_topic = {t:String}",
+                             parameters={"t": topic}).result_rows[0][0]
+    assert count == 3
 
 
 def test_duplicates_inside_one_batch_are_stored_once(clickhouse: Client) -> None:

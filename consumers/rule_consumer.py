@@ -215,9 +215,9 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
             processor.marks = InputMarks()
             processor.alerts, processor.records = [], 0  # re-derived by the replay
             try:
-                emitted = _emitted_alert_ids(kafka, codec)
+                emitted = _emitted_alert_ids(kafka, codec, replay.keep_in_group)
                 references.seek_to_beginning()
-                loaded = read_to_end(references, processor.add_reference)
+                loaded = read_to_end(references, processor.add_reference, between_polls=replay.keep_in_group)
                 break
             except (TimeoutError, KafkaError) as exc:
                 log.warning("rules: cannot rebuild the judge yet (%s); retrying", exc)
@@ -257,6 +257,7 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
         fenced_at_ms = started_ms
 
     def on_poll() -> None:
+        replay.rebuild_if_stale()  # before anything else is judged with the old judge's state
         read_references()
         processor.advance_watermark({**_caught_up(consumer), **_caught_up(references)})
         processor.tick_if_idle(settings.rules_idle_tick_s)
@@ -287,13 +288,23 @@ class _Replay(ConsumerRebalanceListener):  # type: ignore[misc]
     owner emitted up to its hand-over; every reference event read) and every assigned partition replayed
     from its beginning. Keeping the old judge would replay the new partitions' history behind its
     event-time watermark: their timers would fire before the events that satisfy them. The debtors of
-    the assigned partitions are the ones whose timers and late re-judging this instance owns."""
+    the assigned partitions are the ones whose timers and late re-judging this instance owns.
+
+    The rebuild does not run in the listener: kafka-python calls it from inside poll(), where reading
+    two whole topics would hold up the member's heartbeats and its next poll (a group evicts a member
+    silent for session.timeout.ms, or not polling for max.poll.interval.ms, and the eviction would start
+    the next rebuild). The listener pauses the partitions; the loop rebuilds after the poll, polling the
+    group (paused: no records) about once a second while it reads; then it rewinds and resumes them."""
+
+    KEEP_ALIVE_S = 1.0
 
     def __init__(self, consumer: KafkaConsumer, partitions: int) -> None:
         self.consumer, self.partitions = consumer, partitions
         self.assigned: set[int] = set()
         self.loop: ConsumerLoop | None = None
         self.rebuild: Callable[[], None] = lambda: None
+        self.stale = False  # partitions were assigned that the current judge was not built for
+        self._next_keep_alive = 0.0
 
     def owns(self, debtor_id: str) -> bool:
         if not self.partitions:
@@ -311,8 +322,26 @@ class _Replay(ConsumerRebalanceListener):  # type: ignore[misc]
         if self.loop is not None:
             self.loop.on_partitions_assigned(list(assigned))
         if fresh:
+            self.stale = True
+            self.consumer.pause(*assigned)  # nothing of them judged before the rebuild
+
+    def rebuild_if_stale(self) -> None:
+        while self.stale:  # an assignment during the rebuild's own polls asks for another
+            self.stale = False
             self.rebuild()
-            self.consumer.seek_to_beginning(*assigned)
+            assigned = self.consumer.assignment()
+            if not self.stale and assigned:
+                self.consumer.seek_to_beginning(*assigned)
+                self.consumer.resume(*assigned)
+
+    def keep_in_group(self) -> None:
+        """Between the rebuild's reads: a poll of the group consumer, every partition paused, so it
+        returns no records but counts as the member's poll (and takes part in a rebalance)."""
+        if time.monotonic() < self._next_keep_alive:
+            return
+        self._next_keep_alive = time.monotonic() + self.KEEP_ALIVE_S
+        self.consumer.pause(*self.consumer.assignment())
+        self.consumer.poll(timeout_ms=0)
 
 
 def _forget_lag(revoked: list[Any], metrics: RuleMetrics) -> None:
@@ -335,7 +364,7 @@ def _caught_up(consumer: KafkaConsumer) -> dict[tuple[str, int], bool]:
     return found
 
 
-def _emitted_alert_ids(kafka: dict[str, Any], codec: AvroCodec) -> set[str]:
+def _emitted_alert_ids(kafka: dict[str, Any], codec: AvroCodec, between_polls: Callable[[], None]) -> set[str]:
     consumer = from_beginning(KafkaConsumer(**kafka, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20,
                                             client_id="collection-audit-rules-emitted"), TOPIC_ALERTS)
     ids: set[str] = set()
@@ -345,7 +374,7 @@ def _emitted_alert_ids(kafka: dict[str, Any], codec: AvroCodec) -> set[str]:
             ids.add(codec.decode(value_subject(TOPIC_ALERTS), record.value).record["alert_id"])
 
     try:
-        read_to_end(consumer, remember)
+        read_to_end(consumer, remember, between_polls=between_polls)
     finally:
         consumer.close()
     return ids

@@ -32,16 +32,18 @@ def from_beginning(consumer: KafkaConsumer, topic: str) -> KafkaConsumer:
 
 
 def read_to_end(consumer: KafkaConsumer, handle: Callable[[ConsumerRecord], None], quiet_polls: int = 3,
-                timeout_s: float = 120.0) -> int:
+                timeout_s: float = 120.0, between_polls: Callable[[], None] = lambda: None) -> int:
     """Read an assigned consumer to the end: several polls in a row return nothing and every partition's
     position has reached the high-water mark of a fetch answer. Returns the records read; TimeoutError
-    if Kafka did not let it get there within `timeout_s` (a partial read must not pass for the whole)."""
+    if Kafka did not let it get there within `timeout_s` (a partial read must not pass for the whole).
+    `between_polls` runs before each poll (a group member reading on the side keeps up its own polls)."""
     read, quiet = 0, 0
     deadline = time.monotonic() + timeout_s
     while quiet < quiet_polls or not _at_end(consumer):
         if time.monotonic() > deadline:
             raise TimeoutError(f"could not read {sorted({tp.topic for tp in consumer.assignment()})} to its end "
                                f"within {timeout_s:.0f}s ({read} records read): is Kafka reachable?")
+        between_polls()
         batches = consumer.poll(timeout_ms=200, max_records=10_000)
         if not batches:
             quiet += 1

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import itertools
 import random
+import uuid
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
 from consumers.topic_reader import from_beginning, read_to_end
 from deploy.embedded_broker import EmbeddedBroker
@@ -20,8 +22,9 @@ from producers.sdk import AuditProducer
 from schemas import TOPIC_ALERTS, value_subject
 from schemas.catalog import Catalog
 from schemas.codec import AvroCodec
+from schemas.contract import parse_event
 from schemas.registry import CatalogRegistry
-from tests.conftest import wait_until
+from tests.conftest import action, wait_until
 from tests.e2e.processes import RoleProcess, judged_stream
 
 pytestmark = pytest.mark.stack
@@ -95,3 +98,39 @@ def test_sigkill_mid_stream_ends_with_the_alerts_of_an_uninterrupted_run_each_on
     assert (missing, extra) == ({}, {}), f"missing by rule {Counter(missing.values())}, " \
                                          f"extra by rule {Counter(extra.values())}"
     assert mid_stream >= 4, "SIGKILL must land with records still to judge in at least half the trials"
+
+
+def test_a_rebuild_longer_than_the_session_timeout_keeps_the_consumer_in_its_group(
+        broker: EmbeddedBroker, processes: list[RoleProcess]) -> None:
+    # Enough reference events that reading them all (the rebuild at assignment) takes several session
+    # timeouts (3 s here); the member must keep polling and heartbeating through it, or the group would
+    # evict it and the next assignment would start the next rebuild.
+    codec = AvroCodec(CatalogRegistry(Catalog.load()))
+    profile = parse_event({"kind": "DEBTOR_PROFILE", "occurred_at": "2024-01-01T00:00:00Z", "debtor_id": "D",
+                           "timezone": "Asia/Shanghai", "jurisdiction": "CN", "phone_region": "CN"})
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=20, batch_size=1 << 20)
+    references = 120_000
+    for i in range(references):
+        record = dict(profile.record, event_id=uuid.UUID(int=i + 1), debtor_id=f"RB-{i}")
+        producer.send(profile.topic, key=f"RB-{i}".encode(), value=codec.encode(profile.subject, record))
+    producer.flush()
+
+    rules = RoleProcess("rules", broker, **NO_IDLE_TICKS)
+    processes.append(rules)
+    assert rules.wait_for_line("replaying the partitions", timeout_s=120), "".join(rules.log[-30:])
+    assignment = rules.assignment()
+    assert assignment is not None
+    rebuilt_line = next(line for line in rules.log if "replaying the partitions" in line)
+    rebuild_s = (datetime.strptime(rebuilt_line[:23], "%Y-%m-%d %H:%M:%S,%f") - assignment[0]).total_seconds()
+    assert f"{references} reference events loaded" in rebuilt_line
+    assert rebuild_s > 6, f"a rebuild of {rebuild_s:.1f}s does not outlast two session timeouts"
+
+    threat = parse_event(action(message_text="再不还钱就让你全家好看"))
+    producer.send(threat.topic, key=threat.key.encode(), value=codec.encode(threat.subject, threat.record))
+    producer.flush()
+    producer.close()
+    assert wait_until(lambda: judged(rules) >= 1, timeout_s=60), "".join(rules.log[-30:])
+    log = "".join(rules.log)
+    for symptom in ("Heartbeat session expired", "poll timeout has expired", "Leaving consumer group"):
+        assert symptom not in log, f"{symptom!r} in the rule consumer's log:\n" + "".join(rules.log[-30:])
+    assert log.count("replaying the partitions") == 1, "the group rebalanced and the judge was rebuilt again"

@@ -9,6 +9,7 @@ dropped, because what was stored is then unknown, and the heads are read again.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -65,9 +66,10 @@ DEAD_LETTERS = TrailTable("audit.dead_letters", "dead_letter_id", None, "failed_
     "schema_id", "raw_key_base64", "raw_value_base64", "failed_at"),
     lookup_key="source_topic", lookup_range=("source_offset", "UInt64"))
 
-# A lookup's key list is one parameter; ClickHouse's HTTP interface caps a form field at 128 KiB
-# (http_max_field_value_size), so a batch with more keys than that is looked up in parts.
-_LOOKUP_KEY_BYTES = 96 * 1024
+# A batch's keys are bound as one parameter, which clickhouse-connect sends to a server as a form field
+# once it is over 4 KB; ClickHouse caps a form field at 128 KiB (http_max_field_value_size), so a batch
+# with more keys than that is read in parts.
+_KEYS_PARAMETER_BYTES = 96 * 1024
 
 Head = tuple[int, str]  # (chain_seq, row_hash) of the newest stored row of a chain
 
@@ -134,20 +136,13 @@ class TrailWriter:
         rows' range, kept if it is one of theirs. One primary-key range read per batch, not a list of
         thousands of ids for ClickHouse to parse; in range order, so the parts of a batch that arrived
         out of order each read a narrow range."""
-        key_column, (range_column, _) = self.table.lookup_key, self.table.lookup_range
+        range_column = self.table.lookup_range[0]
         ordered = sorted(rows, key=itemgetter(range_column))
+        keys = [row[self.table.lookup_key] for row in ordered]
         stored: set[Any] = set()
-        keys: set[str] = set()
-        start = size = 0
-        for i, row in enumerate(ordered):
-            key = row[key_column]
-            if key not in keys:
-                size += len(key.encode()) + 4
-                if size > _LOOKUP_KEY_BYTES:
-                    stored |= self._stored_ids_between(ordered[start][range_column], ordered[i - 1][range_column], keys)
-                    start, keys, size = i, set(), len(key.encode()) + 4
-                keys.add(key)
-        stored |= self._stored_ids_between(ordered[start][range_column], ordered[-1][range_column], keys)
+        for start, end in _key_parts(keys):
+            stored |= self._stored_ids_between(ordered[start][range_column], ordered[end - 1][range_column],
+                                               set(keys[start:end]))
         return stored
 
     def _stored_ids_between(self, low: Any, high: Any, keys: set[str]) -> set[Any]:
@@ -167,12 +162,29 @@ class TrailWriter:
             key_column, time_column = self.table.key_column, self.table.time_column
             for k in missing:
                 self._heads[k] = {}
-            result = self.client.query(
-                f"SELECT {key_column}, toYYYYMM({time_column}) AS month, max(chain_seq), "
-                f"argMax(row_hash, chain_seq), max({time_column}) FROM {self.table.name} "
-                f"WHERE {key_column} IN {{keys:Array(String)}} GROUP BY {key_column}, month",
-                parameters={"keys": missing})
-            for key, month, seq, row_hash, latest in result.result_rows:
-                self._heads[key][int(month)] = (int(seq), row_hash)
-                if key not in self._latest or latest > self._latest[key]:
-                    self._latest[key] = latest
+            for start, end in _key_parts(missing):
+                result = self.client.query(
+                    f"SELECT {key_column}, toYYYYMM({time_column}) AS month, max(chain_seq), "
+                    f"argMax(row_hash, chain_seq), max({time_column}) FROM {self.table.name} "
+                    f"WHERE {key_column} IN {{keys:Array(String)}} GROUP BY {key_column}, month",
+                    parameters={"keys": missing[start:end]})
+                for key, month, seq, row_hash, latest in result.result_rows:
+                    self._heads[key][int(month)] = (int(seq), row_hash)
+                    if key not in self._latest or latest > self._latest[key]:
+                        self._latest[key] = latest
+
+
+def _key_parts(keys: list[str]) -> Iterator[tuple[int, int]]:
+    """Spans [start, end) of `keys` whose distinct keys, bound as one Array(String) parameter, stay
+    under _KEYS_PARAMETER_BYTES."""
+    seen: set[str] = set()
+    start = size = 0
+    for i, key in enumerate(keys):
+        if key not in seen:
+            size += len(key.encode()) + 4  # quotes, comma, space
+            if size > _KEYS_PARAMETER_BYTES and seen:
+                yield start, i
+                start, seen, size = i, set(), len(key.encode()) + 4
+            seen.add(key)
+    if keys:
+        yield start, len(keys)

@@ -1,3 +1,4 @@
+import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,7 +10,7 @@ from consumers.hash_chain import GENESIS, content_hash, link
 from consumers.pii import PiiMasker
 from consumers.reference_state import ReferenceState
 from consumers.store_rows import Enricher, Provenance, dead_letter_row
-from consumers.trail_writer import ACTIONS, DEAD_LETTERS, TrailWriter
+from consumers.trail_writer import ACTIONS, DEAD_LETTERS, TrailWriter, _key_parts
 from tests.conftest import unique_token
 
 pytestmark = pytest.mark.stack
@@ -65,7 +66,8 @@ def test_a_redelivered_batch_out_of_time_order_is_recognised_row_by_row(clickhou
     t0 = datetime(2023, 1, 1, tzinfo=UTC)
     rows = [action(f"{debtor}-{i % 7}", t0 + timedelta(days=(i * 37) % 365, microseconds=i), i) for i in range(60)]
     assert TrailWriter(clickhouse, ACTIONS).write(rows) == 60
-    again = rows[::2] + [action(f"{debtor}-{i}", t0 + timedelta(days=i * 40, microseconds=1), 100 + i) for i in range(5)]
+    new = [action(f"{debtor}-{i}", t0 + timedelta(days=i * 40, microseconds=1), 100 + i) for i in range(5)]
+    again = rows[::2] + new
     assert TrailWriter(clickhouse, ACTIONS).write(again) == 5
 
 
@@ -135,3 +137,14 @@ def test_an_action_older_than_one_already_stored_is_flagged_out_of_order(clickho
                                             action(debtor, t0 + timedelta(days=1), 2)])
     flags = {seq_month: flag for seq_month, _, _, _, flag in stored(clickhouse, debtor)}
     assert flags == {202408: True, 202409: False}
+
+
+def test_a_batch_s_keys_are_bound_in_parts_a_server_accepts() -> None:
+    # ClickHouse refuses a form field over 128 KiB (http_max_field_value_size); a debtor appears many times
+    keys = [f"debtor-{i % 9_000:05d}-{'长' * 10}" for i in range(30_000)]
+    parts = list(_key_parts(keys))
+    assert parts[0][0] == 0 and parts[-1][1] == len(keys)
+    assert all(end == next_start for (_, end), (next_start, _) in itertools.pairwise(parts))
+    assert len(parts) > 1
+    for start, end in parts:
+        assert len(repr(sorted(set(keys[start:end]))).encode()) < 128 * 1024

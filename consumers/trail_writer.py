@@ -66,10 +66,10 @@ DEAD_LETTERS = TrailTable("audit.dead_letters", "dead_letter_id", None, "failed_
     "schema_id", "raw_key_base64", "raw_value_base64", "failed_at"),
     lookup_key="source_topic", lookup_range=("source_offset", "UInt64"))
 
-# A batch's keys are bound as one parameter, which clickhouse-connect sends to a server as a form field
-# once it is over 4 KB; ClickHouse caps a form field at 128 KiB (http_max_field_value_size), so a batch
-# with more keys than that is read in parts.
-_KEYS_PARAMETER_BYTES = 96 * 1024
+# A batch's keys (and ids) are each bound as one parameter, which clickhouse-connect sends to a server as a
+# form field once it is over 4 KB; ClickHouse caps a form field at 128 KiB (http_max_field_value_size), so
+# a batch with more than that is read in parts.
+_PARAMETER_BYTES = 96 * 1024
 
 Head = tuple[int, str]  # (chain_seq, row_hash) of the newest stored row of a chain
 
@@ -134,52 +134,41 @@ class TrailWriter:
     def _stored_ids(self, rows: list[dict[str, Any]]) -> set[Any]:
         """The ids of these rows that are already stored: every stored id of the rows' keys over the
         rows' range, kept if it is one of theirs. One primary-key range read per batch, not a list of
-        thousands of ids for ClickHouse to parse (about 5x the cost). When the range holds much more of
+        thousands of ids for ClickHouse to parse (about 5x the cost). When the range holds far more of
         those keys than the batch (history sent again in no time order), the reads name the ids too."""
-        table = self.table
-        range_column = table.lookup_range[0]
-        ordered = sorted(rows, key=itemgetter(range_column))
-        keys = [row[table.lookup_key] for row in ordered]
-        stored: set[Any] = set()
-        for start, end in _key_parts(keys):
-            found = self._stored_between(ordered[start][range_column], ordered[end - 1][range_column],
-                                         keys[start:end], limit=2 * (end - start) + 1_000)
-            if found is None:
-                found = self._stored_among(ordered[start:end], keys[start:end])
-            stored |= found
-        return stored
+        ordered = sorted(rows, key=itemgetter(self.table.lookup_range[0]))
+        keys = [row[self.table.lookup_key] for row in ordered]
+        stored: list[str] = []
+        for start, end in _parameter_parts(keys):
+            limit = 2 * (end - start) + 1_000
+            found = self._read_stored(ordered[start:end], keys[start:end], limit=limit)
+            if len(found) >= limit:
+                per_read = _PARAMETER_BYTES // 40  # the ids are one parameter too: a UUID is 36 characters
+                if not self.table.id_is_uuid:
+                    per_read = _PARAMETER_BYTES // max(len(str(row[self.table.id_column]).encode()) + 4
+                                                       for row in ordered[start:end])
+                found = [i for first in range(start, end, per_read)
+                         for i in self._read_stored(ordered[first:min(first + per_read, end)],
+                                                    keys[first:min(first + per_read, end)], name_ids=True)]
+            stored += found
+        return {UUID(i) for i in stored} if self.table.id_is_uuid else set(stored)
 
-    def _stored_among(self, ordered: list[dict[str, Any]], keys: list[str]) -> set[Any]:
-        table = self.table
-        range_column = table.lookup_range[0]
-        ids = [row[table.id_column] for row in ordered]
-        longest = 36 if table.id_is_uuid else max(len(str(i).encode()) for i in ids)
-        per_read = max(1, _KEYS_PARAMETER_BYTES // (longest + 4))  # the ids are one parameter too
-        stored: set[Any] = set()
-        for first in range(0, len(ordered), per_read):
-            last = min(first + per_read, len(ordered))
-            stored |= self._stored_between(ordered[first][range_column], ordered[last - 1][range_column],
-                                           keys[first:last], ids=ids[first:last]) or set()
-        return stored
-
-    def _stored_between(self, low: Any, high: Any, keys: list[str], limit: int | None = None,
-                        ids: list[Any] | None = None) -> set[Any] | None:
-        """Stored ids of `keys` from `low` to `high` (of `ids`, if given); None if there are `limit` or more."""
+    def _read_stored(self, ordered: list[dict[str, Any]], keys: list[str], limit: int | None = None,
+                     name_ids: bool = False) -> list[str]:
+        """Stored ids of `keys` over the range of `ordered` (those of its ids, with `name_ids`); at most
+        `limit` of them."""
         table = self.table
         range_column, range_type = table.lookup_range
         where = f"{table.lookup_key} IN {{keys:Array(String)}} AND {range_column} BETWEEN {{low:{range_type}}} " \
                 f"AND {{high:{range_type}}}"
-        parameters: dict[str, Any] = {"keys": list(set(keys)), "low": low, "high": high}
-        if ids is not None:
+        parameters: dict[str, Any] = {"keys": list(set(keys)), "low": ordered[0][range_column],
+                                      "high": ordered[-1][range_column]}
+        if name_ids:
             where += f" AND {table.id_column} IN {{ids:Array({'UUID' if table.id_is_uuid else 'String'})}}"
-            parameters["ids"] = ids
+            parameters["ids"] = [row[table.id_column] for row in ordered]
         result = self.client.query(f"SELECT toString({table.id_column}) FROM {table.name} WHERE {where}"
                                    + ("" if limit is None else f" LIMIT {int(limit)}"), parameters=parameters)
-        if limit is not None and len(result.result_rows) >= limit:
-            return None
-        if table.id_is_uuid:
-            return {UUID(row[0]) for row in result.result_rows}
-        return {row[0] for row in result.result_rows}
+        return [row[0] for row in result.result_rows]
 
     def _load_heads(self, keys: set[str]) -> None:
         missing = [k for k in keys if k not in self._heads]
@@ -187,7 +176,7 @@ class TrailWriter:
             key_column, time_column = self.table.key_column, self.table.time_column
             for k in missing:
                 self._heads[k] = {}
-            for start, end in _key_parts(missing):
+            for start, end in _parameter_parts(missing):
                 result = self.client.query(
                     f"SELECT {key_column}, toYYYYMM({time_column}) AS month, max(chain_seq), "
                     f"argMax(row_hash, chain_seq), max({time_column}) FROM {self.table.name} "
@@ -199,15 +188,15 @@ class TrailWriter:
                         self._latest[key] = latest
 
 
-def _key_parts(keys: list[str]) -> Iterator[tuple[int, int]]:
+def _parameter_parts(keys: list[str]) -> Iterator[tuple[int, int]]:
     """Spans [start, end) of `keys` whose distinct keys, bound as one Array(String) parameter, stay
-    under _KEYS_PARAMETER_BYTES."""
+    under _PARAMETER_BYTES."""
     seen: set[str] = set()
     start = size = 0
     for i, key in enumerate(keys):
         if key not in seen:
             size += len(key.encode()) + 4  # quotes, comma, space
-            if size > _KEYS_PARAMETER_BYTES and seen:
+            if size > _PARAMETER_BYTES and seen:
                 yield start, i
                 start, seen, size = i, set(), len(key.encode()) + 4
             seen.add(key)

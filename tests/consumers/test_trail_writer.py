@@ -10,7 +10,7 @@ from consumers.hash_chain import GENESIS, content_hash, link
 from consumers.pii import PiiMasker
 from consumers.reference_state import ReferenceState
 from consumers.store_rows import Enricher, Provenance, dead_letter_row
-from consumers.trail_writer import ACTIONS, DEAD_LETTERS, TrailWriter, _key_parts
+from consumers.trail_writer import ACTIONS, DEAD_LETTERS, TrailWriter, _parameter_parts
 from tests.conftest import unique_token
 
 pytestmark = pytest.mark.stack
@@ -143,7 +143,7 @@ def test_an_action_older_than_one_already_stored_is_flagged_out_of_order(clickho
 def test_a_batch_s_keys_are_bound_in_parts_a_server_accepts() -> None:
     # ClickHouse refuses a form field over 128 KiB (http_max_field_value_size); a debtor appears many times
     keys = [f"debtor-{i % 9_000:05d}-{'长' * 10}" for i in range(30_000)]
-    parts = list(_key_parts(keys))
+    parts = list(_parameter_parts(keys))
     assert parts[0][0] == 0 and parts[-1][1] == len(keys)
     assert all(end == next_start for (_, end), (next_start, _) in itertools.pairwise(parts))
     assert len(parts) > 1

@@ -125,8 +125,8 @@ def test_a_rebuild_longer_than_the_session_timeout_keeps_the_consumer_in_its_gro
     assert f"{references} reference events loaded" in rebuilt_line
     assert rebuild_s > 6, f"a rebuild of {rebuild_s:.1f}s does not outlast two session timeouts"
 
-    threat = parse_event(action(message_text="再不还钱就让你全家好看"))
-    producer.send(threat.topic, key=threat.key.encode(), value=codec.encode(threat.subject, threat.record))
+    after = parse_event(action())  # judged once the rebuild is over and the partitions are resumed
+    producer.send(after.topic, key=after.key.encode(), value=codec.encode(after.subject, after.record))
     producer.flush()
     producer.close()
     assert wait_until(lambda: judged(rules) >= 1, timeout_s=60), "".join(rules.log[-30:])

@@ -44,6 +44,7 @@ ROWS = [
     Row("store", "store_end_to_end_per_s", store_bench.LABELS["store_end_to_end_per_s"], "events/s"),
     Row("store", "store_2_processes_per_s", store_bench.LABELS["store_2_processes_per_s"], "events/s",
         "≥ 0.6 × slowest ceiling", _store_ratio),
+    Row("store", "resend_history_ms_per_batch", store_bench.LABELS["resend_history_ms_per_batch"], "ms"),
     Row("rules", "engine_alone_per_s", rules_bench.LABELS["engine_alone_per_s"], "events/s", "≥ 50,000",
         lambda v, _: v >= 50_000),
     Row("rules", "through_kafka_per_s", rules_bench.LABELS["through_kafka_per_s"], "actions/s"),

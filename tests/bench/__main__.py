@@ -62,6 +62,8 @@ ROWS = [
     Row("queries", "timeline_p99_ms", "debtor timeline over the trail, p99", "ms", "< 200", lambda v, _: v < 200),
     *(Row("queries", f"report_{name}_p99_ms", f"report {name}, p99", "ms", "< 1,000", lambda v, _: v < 1_000)
       for name in query_bench.queries.REPORTS),
+    Row("queries", "verify_rows_per_s", "verify: every hash chain of the range recomputed (the API's /verify)",
+        "rows/s"),
     Row("producers", "rss_ingest_mib", "peak RSS: ingest role", "MiB"),
     Row("steady", "rss_store_mib", "peak RSS: store role", "MiB"),
     Row("steady", "rss_rules_mib", "peak RSS: rules role", "MiB"),

@@ -183,6 +183,14 @@ def measure(trail: dict[str, Any], data_dir: Path, console: Console) -> dict[str
                 timed(f"/reports/{name}")
                 samples = [timed(f"/reports/{name}") for _ in range(REPORT_REQUESTS)]
                 figures[f"report_{name}_p50_ms"], figures[f"report_{name}_p99_ms"] = percentiles(samples)
+            console.print("queries: verifying every hash chain of the range...")
+            began = time.perf_counter()
+            response = http.get("/verify", params=span)
+            response.raise_for_status()
+            elapsed, verified = time.perf_counter() - began, response.json()
+            if not verified["ok"]:
+                raise RuntimeError(f"verify found problems in the benchmark's own trail: {verified['problems'][:3]}")
+            figures["verify_rows_per_s"] = sum(t["rows"] for t in verified["tables"].values()) / elapsed
         figures["rss_api_mib"] = api.peak_rss_mib()
         api.stop()
     finally:

@@ -7,7 +7,8 @@ batch, and the processors are idempotent, so a replay stores nothing twice.
 
 When the flush fails for an infrastructure reason (ClickHouse or Kafka down), the loop pauses every
 partition and keeps polling (so the consumer stays in its group) while it retries with back-off;
-nothing is committed until the retry succeeds. Bad *records* never reach this path: processors turn
+nothing is committed until the retry succeeds; then it resumes the partitions it paused (not those a
+processor paused for its own reasons). Bad *records* never reach this path: processors turn
 them into dead letters.
 """
 
@@ -124,14 +125,15 @@ class ConsumerLoop:
         records = self._poll(max_records=self.max_batch)
         if records:
             self.before_records(records)
-        for batch in records.values():
+        for tp, batch in records.items():
+            if not batch:
+                continue
             for record in batch:
                 self.processor.add(record)
-                tp = TopicPartition(record.topic, record.partition)
-                self._offsets[tp] = record.offset + 1
-                self._first.setdefault(tp, record.offset)
-                if self._batch_started is None:
-                    self._batch_started = time.monotonic()
+            self._offsets[tp] = batch[-1].offset + 1
+            self._first.setdefault(tp, batch[0].offset)
+            if self._batch_started is None:
+                self._batch_started = time.monotonic()
         self._watch_assignment()
         self.on_poll()
         if self._batch_started is None and self.processor.pending():  # work added outside the records
@@ -143,26 +145,32 @@ class ConsumerLoop:
 
     def _flush_with_retry(self, deadline: float | None = None) -> None:
         backoff = Backoff()
-        while True:
-            try:
-                self._flush_and_commit()
-                if self.consumer.paused():
-                    self.consumer.resume(*self.consumer.paused())
-                return
-            except self.infrastructure_errors as exc:
-                self.failures += 1
-                delay = backoff()
-                log.warning("flush failed (%s: %s); nothing committed, retrying in %.1fs",
-                            type(exc).__name__, exc, delay)
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    raise
-                self.consumer.pause(*self.consumer.assignment())
-                until = time.monotonic() + delay
-                while time.monotonic() < until:
-                    self._poll()  # paused: no records, but the group sees us alive
-                    self.on_retry_poll()
-                    if not self.processor.pending():  # a rebalance dropped the batch meanwhile
-                        return
+        held: set[TopicPartition] = set()  # paused here while the flush waits (not those paused by others)
+        try:
+            while True:
+                try:
+                    self._flush_and_commit()
+                    return
+                except self.infrastructure_errors as exc:
+                    self.failures += 1
+                    delay = backoff()
+                    log.warning("flush failed (%s: %s); nothing committed, retrying in %.1fs",
+                                type(exc).__name__, exc, delay)
+                    if deadline is not None and time.monotonic() + delay > deadline:
+                        raise
+                    held |= self.consumer.assignment() - self.consumer.paused()
+                    self.consumer.pause(*held)
+                    until = time.monotonic() + delay
+                    while time.monotonic() < until:
+                        self._poll()  # paused: no records, but the group sees us alive
+                        self.on_retry_poll()
+                        if not self.processor.pending():  # a rebalance dropped the batch meanwhile
+                            return
+        finally:
+            # what the retry paused, and still holds; a partition paused by someone else (the rule
+            # consumer's, waiting for its rebuild) stays paused
+            if held & self.consumer.assignment():
+                self.consumer.resume(*(held & self.consumer.assignment()))
 
     def _watch_assignment(self) -> None:
         """A consumer without partitions stores or judges nothing, and it reports no lag that could show it:

@@ -98,11 +98,22 @@ class ConsumerLoop:
             try:
                 self._flush_and_commit()
             except Exception as exc:  # raised from here, kafka-python would report it as its own KafkaError
-                log.warning("partitions revoked with an unstored batch (%s: %s): the next owner replays it",
+                log.warning("partitions revoked with an unstored batch (%s: %s): it will be read again",
                             type(exc).__name__, exc)
+                self._rewind_batch()
                 self.processor.drop()
                 self._forget_batch()
         self.on_revoked(revoked)
+
+    def _rewind_batch(self) -> None:
+        """Back to the first record of the unstored batch on each of its partitions. A partition that moves
+        to another member is read from its last commit there; one this member keeps through the rebalance
+        keeps its fetch position (kafka-python carries a kept partition's state over), which is past the
+        batch: without the rewind, the batch's records would be skipped and the next commit would pass
+        them, so they would never be stored."""
+        for tp, first in self._first.items():
+            if tp in self.consumer.assignment():
+                self.consumer.seek(tp, first)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))

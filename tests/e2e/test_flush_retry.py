@@ -4,7 +4,9 @@ newly assigned partitions until its judge is rebuilt)."""
 
 from __future__ import annotations
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+import threading
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.consumer_loop import ConsumerLoop
@@ -66,3 +68,67 @@ def test_a_retried_flush_resumes_what_it_paused_and_leaves_a_partition_paused_by
         assert consumer.paused() == {held}  # and resumed only what it paused
     finally:
         consumer.close(autocommit=False)
+
+
+class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self.loop = loop
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.loop.on_partitions_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.loop.on_partitions_assigned(list(assigned))
+
+
+def test_partitions_kept_through_a_rebalance_during_a_retry_are_read_again_from_the_dropped_batch(
+        broker: EmbeddedBroker) -> None:
+    """A consumer waiting out a failed flush (every partition paused) is rebalanced when a second member
+    joins: its batch is dropped, and it keeps some of its partitions, whose state (paused, and the fetch
+    position past the batch) kafka-python carries over. Once the store is back it must consume them
+    again, from the dropped batch's first record: skipped, the batch would never be stored."""
+    topic, group = "collection.actions", f"retry-{unique_token()}"
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+
+    def send_one_to_each_partition() -> None:
+        for partition in range(6):
+            producer.send(topic, key=b"k", value=b"v", partition=partition)
+        producer.flush()
+
+    def member() -> KafkaConsumer:
+        return KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=group, enable_auto_commit=False,
+                             auto_offset_reset="earliest", max_poll_interval_ms=TEST_POLL_INTERVAL_MS,
+                             session_timeout_ms=TEST_POLL_INTERVAL_MS, heartbeat_interval_ms=1000)
+
+    send_one_to_each_partition()
+    processor = FailsFirst()
+    processor.failures_left = 10**6  # ClickHouse down until the test says otherwise
+    first = member()
+    loop = ConsumerLoop(first, processor, max_batch=6, max_wait_s=0.0, infrastructure_errors=(Unavailable,))
+    first.subscribe([topic], listener=Listener(loop))
+    stop = threading.Event()
+    runner = threading.Thread(target=lambda: [loop.step() for _ in iter(stop.is_set, True)], daemon=True)
+    second = member()
+    second_runner = threading.Thread(target=lambda: [second.poll(timeout_ms=100) for _ in iter(stop.is_set, True)],
+                                     daemon=True)
+    try:
+        runner.start()
+        assert wait_until(lambda: loop.failures > 0 and len(first.assignment()) == 6, 60), "never retrying"
+        second.subscribe([topic])
+        second_runner.start()  # polls until the end, so the group stays as the join made it
+        assert wait_until(lambda: 0 < len(first.assignment()) < 6, 60), "the first member was not rebalanced"
+        kept = first.assignment()
+        processor.failures_left = 0  # ClickHouse is back
+        send_one_to_each_partition()
+        assert wait_until(lambda: {TopicPartition(r.topic, r.partition) for r in processor.flushed
+                                   if r.offset == 1} >= kept, 60), \
+            f"kept {sorted(tp.partition for tp in kept)}, still paused: {sorted(tp.partition for tp in first.paused())}"
+        flushed = {(r.partition, r.offset) for r in processor.flushed}
+        assert {(tp.partition, 0) for tp in kept} <= flushed, f"the dropped batch was not read again: {flushed}"
+    finally:
+        stop.set()
+        runner.join(30)
+        second_runner.join(30)
+        first.close(autocommit=False)
+        second.close(autocommit=False)
+        producer.close()

@@ -9,7 +9,8 @@ When the flush fails for an infrastructure reason (ClickHouse or Kafka down), th
 partition and keeps polling (so the consumer stays in its group) while it retries with back-off;
 nothing is committed until the retry succeeds; then it resumes the partitions it paused (not those a
 processor paused for its own reasons). Bad *records* never reach this path: processors turn
-them into dead letters.
+them into dead letters. A rebalance that takes the partitions of a batch that cannot be stored drops
+the batch and rewinds its partitions to its first records, for whichever member reads them next.
 """
 
 from __future__ import annotations

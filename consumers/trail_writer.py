@@ -142,14 +142,11 @@ class TrailWriter:
         for start, end in _parameter_parts(keys):
             limit = 2 * (end - start) + 1_000
             found = self._read_stored(ordered[start:end], keys[start:end], limit=limit)
-            if len(found) >= limit:
-                per_read = _PARAMETER_BYTES // 40  # the ids are one parameter too: a UUID is 36 characters
-                if not self.table.id_is_uuid:
-                    per_read = _PARAMETER_BYTES // max(len(str(row[self.table.id_column]).encode()) + 4
-                                                       for row in ordered[start:end])
-                found = [i for first in range(start, end, per_read)
-                         for i in self._read_stored(ordered[first:min(first + per_read, end)],
-                                                    keys[first:min(first + per_read, end)], name_ids=True)]
+            if len(found) >= limit:  # the ids are one parameter too: read in parts under the same bound
+                ids = [str(row[self.table.id_column]) for row in ordered[start:end]]
+                found = [i for first, last in _parameter_parts(ids)
+                         for i in self._read_stored(ordered[start + first:start + last],
+                                                    keys[start + first:start + last], name_ids=True)]
             stored += found
         return {UUID(i) for i in stored} if self.table.id_is_uuid else set(stored)
 
@@ -189,8 +186,8 @@ class TrailWriter:
 
 
 def _parameter_parts(keys: list[str]) -> Iterator[tuple[int, int]]:
-    """Spans [start, end) of `keys` whose distinct keys, bound as one Array(String) parameter, stay
-    under _PARAMETER_BYTES."""
+    """Spans [start, end) of `keys` (debtor keys, or ids) whose distinct values, bound as one Array
+    parameter, stay under _PARAMETER_BYTES."""
     seen: set[str] = set()
     start = size = 0
     for i, key in enumerate(keys):

@@ -174,7 +174,7 @@ class ConsumerLoop:
                     self.consumer.pause(*held)
                     until = time.monotonic() + delay
                     while time.monotonic() < until:
-                        self._poll()  # paused: no records, but the group sees us alive
+                        self._put_back(self._poll(), held)  # paused: no records, but the group sees us alive
                         self.on_retry_poll()
                         if not self.processor.pending():  # a rebalance dropped the batch meanwhile
                             return
@@ -183,6 +183,17 @@ class ConsumerLoop:
             # consumer's, waiting for its rebuild) stays paused
             if held & self.consumer.assignment():
                 self.consumer.resume(*(held & self.consumer.assignment()))
+
+    def _put_back(self, records: dict[TopicPartition, list[ConsumerRecord]], held: set[TopicPartition]) -> None:
+        """Records a poll returned while a failed flush waits come from a partition assigned meanwhile (not
+        paused yet): they are not taken now, so the partition goes back to the first of them and waits
+        paused with the others. Dropped instead, they would be skipped: the fetch position is past them."""
+        returned = {tp: batch[0].offset for tp, batch in records.items() if batch}
+        for tp, first in returned.items():
+            self.consumer.seek(tp, first)
+        if returned:
+            self.consumer.pause(*returned)
+            held.update(returned)
 
     def _watch_assignment(self) -> None:
         """A consumer without partitions stores or judges nothing, and it reports no lag that could show it:

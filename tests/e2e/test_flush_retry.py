@@ -132,3 +132,47 @@ def test_partitions_kept_through_a_rebalance_during_a_retry_are_read_again_from_
         first.close(autocommit=False)
         second.close(autocommit=False)
         producer.close()
+
+
+def test_records_a_poll_returns_while_a_failed_flush_waits_are_read_again_later(broker: EmbeddedBroker) -> None:
+    """A partition assigned while a failed flush waits is not paused yet, so the waiting polls may return
+    its records (an assignment that adds partitions without revoking the others does so). They must not be
+    lost: once the store is back they are read and stored like the rest."""
+    topic = "collection.actions"
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    for partition in range(3):
+        producer.send(topic, key=b"k", value=b"v", partition=partition)
+    producer.flush()
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=f"retry-{unique_token()}",
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             max_poll_interval_ms=TEST_POLL_INTERVAL_MS)
+    processor = FailsFirst()
+    processor.failures_left = 10**6
+    loop = ConsumerLoop(consumer, processor, max_batch=1, max_wait_s=0.0, infrastructure_errors=(Unavailable,))
+    everything = [TopicPartition(topic, p) for p in range(3)]
+    consumer.assign(everything[:1])
+    returned_while_waiting: list[tuple[int, int]] = []
+    real_poll = consumer.poll
+
+    def poll(**kwargs: object) -> dict[TopicPartition, list[ConsumerRecord]]:
+        records: dict[TopicPartition, list[ConsumerRecord]] = real_poll(**kwargs)
+        if loop.failures:
+            returned_while_waiting.extend((r.partition, r.offset) for batch in records.values() for r in batch)
+        return records
+
+    def assign_more_then_recover() -> None:
+        if consumer.assignment() != set(everything):
+            consumer.assign(everything)  # partitions 1 and 2 arrive unpaused during the wait
+        elif returned_while_waiting:
+            processor.failures_left = 0  # the store is back once the waiting polls returned records
+
+    consumer.poll = poll  # type: ignore[method-assign]
+    loop.on_retry_poll = assign_more_then_recover
+    try:
+        assert wait_until(lambda: loop.step() or len(processor.flushed) == 3, 60, every_s=0), \
+            f"stored {sorted((r.partition, r.offset) for r in processor.flushed)}"
+        assert returned_while_waiting, "the waiting polls returned nothing: the test proves nothing"
+        assert sorted((r.partition, r.offset) for r in processor.flushed) == [(0, 0), (1, 0), (2, 0)]
+    finally:
+        consumer.close(autocommit=False)

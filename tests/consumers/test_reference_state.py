@@ -1,3 +1,4 @@
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,3 +59,39 @@ def test_the_newest_profile_wins_whatever_the_arrival_order() -> None:
     state.apply(ref("DEBTOR_PROFILE", T0, debtor_id="D", timezone="Asia/Shanghai"))
     state.apply(ref("DEBTOR_PROFILE", T0 - timedelta(days=1), debtor_id="D", timezone="Europe/London"))
     assert state.profiles["D"].timezone == "Asia/Shanghai"
+
+
+def status_from_scratch(grants: list[dict[str, Any]], moment: datetime) -> str:
+    """The rule of the module docstring, read literally: the newest grant received at or before the moment."""
+    known = [g for g in grants if g["occurred_at"] <= moment]
+    if not known:
+        return "UNKNOWN"
+    grant = max(known, key=lambda g: (g["occurred_at"], str(g["event_id"])))
+    if grant["status"] != "VALID":
+        return str(grant["status"])
+    if grant["valid_from"] is not None and moment < grant["valid_from"]:
+        return "NOT_YET_VALID"
+    if grant["valid_to"] is not None and moment >= grant["valid_to"]:
+        return "EXPIRED"
+    return "VALID"
+
+
+def test_the_status_at_any_moment_is_the_newest_grant_received_by_then() -> None:
+    """Random histories of grants (a receipt, a validity start and end, or none), asked on and around every
+    boundary in any order as grants arrive: the history answers what the rule says."""
+    rng = random.Random(5)
+    for _ in range(200):
+        state, grants = ReferenceState(), []
+        for _ in range(rng.randint(1, 5)):
+            received = T0 + timedelta(days=rng.randint(0, 20))
+            valid_from = rng.choice([None, received, received + timedelta(days=rng.randint(-5, 5))])
+            valid_to = rng.choice([None, (valid_from or received) + timedelta(days=rng.randint(0, 10))])
+            grant = ref("AGENCY_LICENSE", received, agency_id="A", valid_from=valid_from, valid_to=valid_to,
+                        status=rng.choice(["VALID", "VALID", "SUSPENDED"]))
+            grants.append(grant)
+            state.apply(grant)
+            edges = sorted({t for g in grants for t in (g["occurred_at"], g["valid_from"], g["valid_to"]) if t})
+            moments = [t + d for t in edges for d in (-timedelta(microseconds=1), timedelta(0), timedelta(hours=1))]
+            for order in (moments, moments[::-1], rng.sample(moments, len(moments))):
+                for moment in order:
+                    assert state.licence_status("A", moment) == status_from_scratch(grants, moment), moment

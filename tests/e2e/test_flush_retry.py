@@ -44,17 +44,26 @@ class FailsFirst:
         self.records.clear()
 
 
-def test_a_retried_flush_resumes_what_it_paused_and_leaves_a_partition_paused_by_others_paused(
-        broker: EmbeddedBroker) -> None:
-    topic = "collection.actions"
+def send_one_record_to(broker: EmbeddedBroker, topic: str, partitions: range | tuple[int, ...]) -> None:
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
-    for partition in (1, 2):
+    for partition in partitions:
         producer.send(topic, key=b"k", value=b"v", partition=partition)
     producer.flush()
     producer.close()
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=f"retry-{unique_token()}",
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             max_poll_interval_ms=TEST_POLL_INTERVAL_MS)
+
+
+def assigned_consumer(broker: EmbeddedBroker) -> KafkaConsumer:
+    """A consumer of its own group, for partitions the test assigns by hand."""
+    return KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=f"retry-{unique_token()}",
+                         enable_auto_commit=False, auto_offset_reset="earliest",
+                         max_poll_interval_ms=TEST_POLL_INTERVAL_MS)
+
+
+def test_a_retried_flush_resumes_what_it_paused_and_leaves_a_partition_paused_by_others_paused(
+        broker: EmbeddedBroker) -> None:
+    topic = "collection.actions"
+    send_one_record_to(broker, topic, (1, 2))
+    consumer = assigned_consumer(broker)
     processor = FailsFirst()
     loop = ConsumerLoop(consumer, processor, max_batch=2, max_wait_s=0.0, infrastructure_errors=(Unavailable,))
     loop.on_retry_poll = lambda: processor.paused_during_retry.update(consumer.paused())
@@ -139,14 +148,8 @@ def test_records_a_poll_returns_while_a_failed_flush_waits_are_read_again_later(
     its records (an assignment that adds partitions without revoking the others does so). They must not be
     lost: once the store is back they are read and stored like the rest."""
     topic = "collection.actions"
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
-    for partition in range(3):
-        producer.send(topic, key=b"k", value=b"v", partition=partition)
-    producer.flush()
-    producer.close()
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=f"retry-{unique_token()}",
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             max_poll_interval_ms=TEST_POLL_INTERVAL_MS)
+    send_one_record_to(broker, topic, range(3))
+    consumer = assigned_consumer(broker)
     processor = FailsFirst()
     processor.failures_left = 10**6
     loop = ConsumerLoop(consumer, processor, max_batch=1, max_wait_s=0.0, infrastructure_errors=(Unavailable,))

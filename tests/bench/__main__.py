@@ -1,7 +1,9 @@
 """`make bench`: every figure measured on the embedded stack in one run, printed as one table (each
 figure beside its ceiling or target) and written to bench-results.json for tracking. BENCH_EVENTS sets
 the size (default 100,000); BENCH_QUERY_ACTIONS the stored actions the auditor queries run over
-(default 1,000,000); BENCH_SECTIONS picks sections (default producers,store,rules,steady,queries)."""
+(default 1,000,000); BENCH_SECTIONS picks sections (default producers,store,rules,steady,queries; add
+`instructions` for the rule engine's instructions per event under valgrind's callgrind, BENCH_CALLGRIND_EVENTS
+of them, default 20,000: minutes, but the one figure this machine's drifting speed does not move)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tests.bench import producers_bench, query_bench, rules_bench, steady_bench, store_bench
+from tests.bench import instructions_bench, producers_bench, query_bench, rules_bench, steady_bench, store_bench
 
 SECTIONS = "producers,store,rules,steady,queries"
 
@@ -47,6 +49,8 @@ ROWS = [
     Row("store", "resend_history_ms_per_batch", store_bench.LABELS["resend_history_ms_per_batch"], "ms"),
     Row("rules", "engine_alone_per_s", rules_bench.LABELS["engine_alone_per_s"], "events/s", "≥ 50,000",
         lambda v, _: v >= 50_000),
+    Row("instructions", "engine_instructions_per_event", instructions_bench.LABELS["engine_instructions_per_event"],
+        "instr."),
     Row("rules", "through_kafka_per_s", rules_bench.LABELS["through_kafka_per_s"], "actions/s"),
     Row("rules", "replay_1_instances_per_s", rules_bench.LABELS["replay_1_instances_per_s"], "actions/s"),
     Row("rules", "replay_2_instances_per_s", rules_bench.LABELS["replay_2_instances_per_s"], "actions/s",
@@ -103,6 +107,9 @@ def main() -> None:
         results["store"] = store_bench.run(console, n_events)
     if "rules" in sections:
         results["rules"] = rules_bench.run(console, n_events)
+    if "instructions" in sections:
+        results["instructions"] = instructions_bench.run(console, int(os.environ.get("BENCH_CALLGRIND_EVENTS",
+                                                                                      "20000")))
     if "steady" in sections:
         results["steady"] = steady_bench.run(console)
     if "queries" in sections:

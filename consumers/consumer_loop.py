@@ -101,18 +101,18 @@ class ConsumerLoop:
             except Exception as exc:  # raised from here, kafka-python would report it as its own KafkaError
                 log.warning("partitions revoked with an unstored batch (%s: %s): it will be read again",
                             type(exc).__name__, exc)
-                self._rewind_batch()
+                self._rewind(self._first)
                 self.processor.drop()
                 self._forget_batch()
         self.on_revoked(revoked)
 
-    def _rewind_batch(self) -> None:
-        """Back to the first record of the unstored batch on each of its partitions. A partition that moves
-        to another member is read from its last commit there; one this member keeps through the rebalance
-        keeps its fetch position (kafka-python carries a kept partition's state over), which is past the
-        batch: without the rewind, the batch's records would be skipped and the next commit would pass
-        them, so they would never be stored."""
-        for tp, first in self._first.items():
+    def _rewind(self, firsts: dict[TopicPartition, int]) -> None:
+        """Back to records read but not stored (the first of them per partition), so they are read again.
+        A partition that moves to another member is read from its last commit there; one this member keeps
+        through a rebalance keeps its fetch position (kafka-python carries a kept partition's state over),
+        which is past them: without the rewind they would be skipped, and the next commit would pass them,
+        so they would never be stored."""
+        for tp, first in firsts.items():
             if tp in self.consumer.assignment():
                 self.consumer.seek(tp, first)
 
@@ -187,10 +187,9 @@ class ConsumerLoop:
     def _put_back(self, records: dict[TopicPartition, list[ConsumerRecord]], held: set[TopicPartition]) -> None:
         """Records a poll returned while a failed flush waits come from a partition assigned meanwhile (not
         paused yet): they are not taken now, so the partition goes back to the first of them and waits
-        paused with the others. Dropped instead, they would be skipped: the fetch position is past them."""
+        paused with the others."""
         returned = {tp: batch[0].offset for tp, batch in records.items() if batch}
-        for tp, first in returned.items():
-            self.consumer.seek(tp, first)
+        self._rewind(returned)
         if returned:
             self.consumer.pause(*returned)
             held.update(returned)

@@ -152,7 +152,7 @@ class RuleEngine:
         for actor in ("agency_id", "collector_id"):
             if view.get(actor):
                 self._by_actor.setdefault((actor, view[actor]), []).append(view)
-        alerts = self._alerts(findings) if findings else []
+        alerts = self._alerts(findings)
         if self.watermark_from_events:
             alerts.extend(self._advance(view["_at"]))
         self._sweep()
@@ -359,7 +359,8 @@ class RuleEngine:
         day, span = view["local_date"], clause.window_local_days
         first_day = day - timedelta(days=span - 1)
         last_day = day + timedelta(days=span - 1)
-        same = [h for h in state.between(*_instants_of(first_day, last_day))
+        margin = timedelta(days=span + 2)  # local dates lie within a day of UTC ones
+        same = [h for h in state.between(view["_at"] - margin, view["_at"] + margin)
                 if first_day <= h["local_date"] <= last_day and _key(h, clause.per) == key
                 and self._in_class(h, clause.events)]
         if len(same) < clause.max:
@@ -513,8 +514,6 @@ class RuleEngine:
     def _advance(self, moment: datetime) -> list[dict[str, Any]]:
         if self.watermark is None or moment > self.watermark:
             self.watermark = moment
-        if not self._timers or self._timers[0].deadline + self.allowed_lateness > self.watermark:
-            return []  # no timer due (most events)
         findings: list[tuple[Rule, Finding]] = []
         while self._timers and self._timers[0].deadline + self.allowed_lateness <= self.watermark:
             timer = heapq.heappop(self._timers)
@@ -619,16 +618,6 @@ def _matches(f: Filter, view: View, in_class: Callable[[View, str], bool]) -> bo
             return False
     return all(_value(view, name) not in (None, "") for name in f.present) and all(
         _value(view, name) in (None, "") for name in f.absent)
-
-
-def _instants_of(first_day: date, last_day: date) -> tuple[datetime, datetime]:
-    """UTC instants that hold every moment whose local date, in any zone, lies in [first_day, last_day]:
-    a zone's offset is less than a day either way (datetime refuses any other)."""
-    return datetime.combine(first_day, _MIDNIGHT_UTC) - _DAY, datetime.combine(last_day, _MIDNIGHT_UTC) + 2 * _DAY
-
-
-_MIDNIGHT_UTC = time(0, tzinfo=UTC)
-_DAY = timedelta(days=1)
 
 
 def _inside(moment: time, start: time, end: time, include_start: bool, include_end: bool) -> bool:

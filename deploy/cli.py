@@ -371,8 +371,9 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
           metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics and /healthz on this port (the "
                                                                     "other processes on the ports after it)")] = None,
           processes: Annotated[int | None, typer.Option(
-              min=1, help="Store consumers, one process (core) each; on embedded chDB the others reach it through "
-                          "a relay this process serves [env: COLLECTION_AUDIT_STORE_PROCESSES; default: 1]")] = None,
+              min=1, help="Store consumers, one process (core) each: above 1, this process starts and supervises "
+                          "them (on embedded chDB serving them its data directory through a relay) "
+                          "[env: COLLECTION_AUDIT_STORE_PROCESSES; default: 1]")] = None,
           ) -> None:
     """Run the store consumer: every event enriched, hash-chained and stored in ClickHouse once."""
     from prometheus_client import CollectorRegistry
@@ -387,16 +388,23 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
     quiet_kafka_logs()
     settings = settings_from(bootstrap, data_dir=data_dir, clickhouse_url=clickhouse_url, store_processes=processes)
     registry = CollectorRegistry()
+    others = StoreProcesses(settings, settings.store_processes, metrics_port)
     if metrics_port:
-        serve_operations(settings, registry, metrics_port, polling_health(
+        serve_operations(settings, registry, metrics_port, others.health if others.extra else polling_health(
             registry, "collection_audit_last_poll_timestamp_seconds", {"group": GROUP}))
     stop = StopFlag()
-    others = StoreProcesses(settings, settings.store_processes - 1, metrics_port)
+    processor = None
     try:
         client = trail_client(settings)
         ensure_schema(client, settings.clickhouse_cluster)  # once, before the other processes start
         others.start()
-        processor = run_store(settings, registry, lambda: stop() or others.failure() is not None, client)
+
+        def should_stop() -> bool:
+            return stop() or others.failure() is not None
+        if others.extra:
+            others.wait(should_stop)
+        else:
+            processor = run_store(settings, registry, should_stop, client)
         failure = others.failure()
         if failure is not None:
             raise failure
@@ -412,7 +420,10 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
         raise typer.Exit(1) from None
     finally:
         others.stop()
-    err.print(f"store stopped; {processor.pending()} records were left unstored (they will be replayed)")
+    if processor is None:
+        err.print(f"store stopped, and its {others.extra} processes (what they held unstored is replayed)")
+    else:
+        err.print(f"store stopped; {processor.pending()} records were left unstored (they will be replayed)")
 
 
 @app.command()

@@ -55,7 +55,7 @@ class Settings:
     kafka_max_poll_interval_ms: int = 10_000
     store_batch_rows: int = 10_000
     store_batch_wait_ms: int = 500
-    store_processes: int = 1  # store consumers of `up` / `store`, one process (one core) each
+    store_processes: int = 1  # store consumers of `up` / `store`, one process (one core) each; above 1 all children
     store_commit_delay_ms: int = 0  # fault-injection aid for tests: widens the insert -> commit window
     # Rule consumer: event-time lateness allowed before timers fire; idle seconds before wall-clock
     # time stands in for event time; where alerts are pushed (empty: nowhere but Kafka).

@@ -1,11 +1,15 @@
-"""More store consumers beside this one, as child processes in the same consumer group.
+"""Store consumers as child processes in the same consumer group, for the cores of one machine.
 
-The store is CPU-bound in Python (decode, enrichment, hash chain), one core per process; a second
-process on the same partitions' group takes half of them and uses a second core. The children are
-ordinary store consumers: with a ClickHouse server they connect to it; on the embedded stack, where
-chDB lets one process open the data directory, they reach it through the relay this process serves
-(deploy/clickhouse_relay.py) -- the same `http://` path as a server. Every writer hashes PII with
-the same key (handed over in the child's environment, never on a command line).
+The store is CPU-bound in Python (decode, enrichment, hash chain), one core per process. With
+`--processes N` above 1 the role starts N store consumers as children and only supervises them: the
+children are alike and share the partitions evenly. The role itself does not consume then. On the
+embedded stack it holds chDB's data directory (one process may open it) and serves it through the
+relay (deploy/clickhouse_relay.py), the same `http://` path as a server, so every process's lookups
+and inserts run there: a consumer of its own in that process finished its half of the partitions
+last (about 12 s against the other's 8 s for 100,000 events), and two children with the holder serving
+them store more events/s than that pair (docs/operations.md). Against a ClickHouse server the children
+connect to it, and the role's process is idle but for /metrics and /healthz. Every writer hashes PII
+with the same key (handed over in the child's environment, never on a command line).
 
 A child dies with this process (PR_SET_PDEATHSIG), so none is left consuming after a SIGKILL;
 on `stop()` each drains, commits and exits like a store that was sent SIGTERM. The signal follows
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlparse
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -41,17 +46,19 @@ class StoreProcessExited(RuntimeError):
 
 
 class StoreProcesses:
-    """`extra` store consumer processes; each serves /metrics on `metrics_port` + its number, or on a
-    free port when `metrics_port` is None (`total()` reads them for a live view)."""
+    """The store consumers of a role beyond its own process: none for `consumers` 1 (the role consumes
+    itself), otherwise `consumers` child processes. Each serves /metrics on `metrics_port` + its number,
+    or on a free port when `metrics_port` is None (`total()` reads them for a live view)."""
 
-    def __init__(self, settings: Settings, extra: int, metrics_port: int | None = None) -> None:
+    def __init__(self, settings: Settings, consumers: int, metrics_port: int | None = None) -> None:
         self.settings = settings
-        self.extra = extra
-        self.metrics_ports = [metrics_port + n if metrics_port else _free_port() for n in range(1, extra + 1)]
+        self.extra = consumers if consumers > 1 else 0
+        self.metrics_ports = [metrics_port + n if metrics_port else _free_port() for n in range(1, self.extra + 1)]
         self.relay: ClickHouseRelay | None = None
         self.children: list[subprocess.Popen[bytes]] = []
         self._samples: dict[int, list[tuple[str, dict[str, str], float]]] = {}  # port -> its last /metrics
         self._read_at = 0.0
+        self._started_at = time.time()
 
     def start(self) -> StoreProcesses:
         if self.extra <= 0:
@@ -74,9 +81,28 @@ class StoreProcesses:
         for port in self.metrics_ports:
             command = [sys.executable, "-m", "deploy.cli", "store", "--metrics-port", str(port)]
             self.children.append(subprocess.Popen(command, env=env, preexec_fn=_die_with_parent))
-        log.info("%d more store consumer processes started (pids %s) on %s", self.extra,
+        self._started_at = time.time()
+        log.info("%d store consumer processes started (pids %s) on %s; this process supervises them", self.extra,
                  ", ".join(str(c.pid) for c in self.children), url.split("?")[0])
         return self
+
+    def wait(self, should_stop: Callable[[], bool]) -> None:
+        """The role's part while the children consume: wait until `should_stop()`."""
+        while not should_stop():
+            time.sleep(0.2)
+
+    def health(self, max_age_s: float = 120.0, startup_grace_s: float = 300.0) -> dict[str, bool]:
+        """/healthz of a role whose children consume: every child running, and polling Kafka (its last
+        poll, from its /metrics, under `max_age_s` old; before its first, within `startup_grace_s`)."""
+        self.read_metrics()
+        now = time.time()
+
+        def polling(port: int) -> bool:
+            last = [value for name, _, value in self._samples.get(port, [])
+                    if name == "collection_audit_last_poll_timestamp_seconds"]
+            return now - max(last) < max_age_s if last else now - self._started_at < startup_grace_s
+        return {"store_processes_running": not self.failed(),
+                "store_processes_polling": all(polling(port) for port in self.metrics_ports)}
 
     def failed(self) -> list[int]:
         """Exit codes of children that stopped on their own."""

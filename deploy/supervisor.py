@@ -1,8 +1,8 @@
 """`collection-audit up`: the embedded one-machine stack in one supervisor process.
 
 Start order: broker child (unless KAFKA_BOOTSTRAP_SERVERS names an external one) -> topics ->
-ClickHouse migrations -> store consumer thread (and STORE_PROCESSES - 1 store processes, see
-deploy/store_processes.py) -> rule consumer thread -> ingest producer -> HTTP server (ingest, schema
+ClickHouse migrations -> store consumer thread (or, with STORE_PROCESSES above 1, that many store
+processes, see deploy/store_processes.py) -> rule consumer thread -> ingest producer -> HTTP server (ingest, schema
 registry, auditor API and console, /healthz, /metrics). chDB allows one process per data directory,
 so the store writer and the auditor API share this process (each with its own client handle).
 
@@ -46,7 +46,7 @@ class EmbeddedStack:
     producer: AuditProducer | None = None
     http: HttpServer | None = None
     store_thread: threading.Thread | None = None
-    store_processes: StoreProcesses | None = None  # STORE_PROCESSES - 1 more store consumers, one process each
+    store_processes: StoreProcesses | None = None  # STORE_PROCESSES store consumers, one process each, when above 1
     with_store: bool = False
     rules_thread: threading.Thread | None = None
     _store_stop: threading.Event = field(default_factory=threading.Event)
@@ -86,7 +86,7 @@ class EmbeddedStack:
 
     def _start_store(self) -> None:
         client = trail_client(self.settings)
-        others = self.store_processes = StoreProcesses(self.settings, self.settings.store_processes - 1).start()
+        others = self.store_processes = StoreProcesses(self.settings, self.settings.store_processes).start()
 
         def should_stop() -> bool:
             failure = others.failure()
@@ -94,8 +94,11 @@ class EmbeddedStack:
                 self.failures.setdefault("store process", failure)
             return self._store_stop.is_set() or failure is not None
 
-        self.store_thread = _role_thread(
-            "store", lambda: run_store(self.settings, self.metrics, should_stop, client), self.failures)
+        if others.extra:  # the children consume; this thread stands for them (health, drain)
+            self.store_thread = _role_thread("store", lambda: others.wait(should_stop), self.failures)
+        else:
+            self.store_thread = _role_thread(
+                "store", lambda: run_store(self.settings, self.metrics, should_stop, client), self.failures)
 
     def _others(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A store metric summed over the other store processes."""

@@ -115,14 +115,21 @@ def resend_history_ms(client: Any, codec: AvroCodec, values: list[tuple[str, byt
 
 
 def store_end_to_end(settings: Settings, client: Any, n: int, processes: int) -> tuple[float, float]:
-    """(events/s, seconds) of the real store with `processes` consumer processes (this one in a thread,
-    the others as `collection-audit store --processes` starts them), from the first stored row to
-    the last, after the first 10% (group joins, slow on Tansu, and the rebalance when the second process
-    joins, are left out). Rows are counted in ClickHouse, where every process's rows land."""
+    """(events/s, seconds) of the real store with `processes` consumer processes, laid out as `collection-audit
+    store --processes` lays them out (one: in this process, on a thread; more: child processes, this one
+    serving them chDB), after the first 10% stored (group joins, slow on Tansu, and the rebalance when the
+    second process joins, are left out). Rows are counted in ClickHouse, where every process's rows land."""
     registry = CollectorRegistry()
     stop = threading.Event()
-    others = StoreProcesses(settings, processes - 1).start()
-    thread = threading.Thread(target=run_store, args=(settings, registry, stop.is_set, client), daemon=True)
+    others = StoreProcesses(settings, processes).start()
+
+    def role() -> None:
+        if others.extra:
+            others.wait(stop.is_set)
+        else:
+            run_store(settings, registry, stop.is_set, client)
+
+    thread = threading.Thread(target=role, daemon=True)
     thread.start()
 
     def stored() -> int:

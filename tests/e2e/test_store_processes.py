@@ -1,12 +1,12 @@
-"""`store --processes 2` on embedded chDB: two store consumers, one core each, share the group's
-partitions; the second reaches the data directory through the first one's relay. Every event is stored
-exactly once, and the second process does not outlive the first."""
+"""`store --processes 2` on embedded chDB: two store consumer processes, one core each, share the group's
+partitions and reach the data directory through the relay of the process that started them, which
+consumes nothing itself. Every event is stored exactly once, and neither outlives that process."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import httpx
 import pytest
 
 from deploy.embedded_broker import EmbeddedBroker
@@ -34,6 +34,13 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def gone(pid: int) -> bool:
+    try:
+        return " Z " in Path(f"/proc/{pid}/stat").read_text()  # a zombie has exited
+    except OSError:
+        return True
+
+
 def stored(ports: list[int]) -> float:
     return sum(sum(metric_samples(port, "collection_audit_stored_total") or [0.0]) for port in ports)
 
@@ -46,7 +53,7 @@ def test_two_store_processes_store_every_event_once(tmp_path: Path) -> None:
     store = StoreProcess(broker, f"chdb://{tmp_path / 'clickhouse'}", tmp_path, "--processes", "2",
                          COLLECTION_AUDIT_CLICKHOUSE_RELAY_PORT=str(relay_port))
     try:
-        ports = [store.metrics_port, store.metrics_port + 1]
+        ports = [store.metrics_port + 1, store.metrics_port + 2]
         assert wait_until(lambda: all(metric_samples(p, "collection_audit_consumer_lag") for p in ports), 120), \
             "".join(store.log[-30:])  # both consumers hold partitions
         events = list(simulated(N, seed=23))
@@ -65,11 +72,15 @@ def test_two_store_processes_store_every_event_once(tmp_path: Path) -> None:
                               "FROM audit.actions) + (SELECT uniqExact(event_id) FROM audit.reference_events) AS ids")
         assert counts == [{"n": N, "final": N, "ids": N}]
 
+        assert not metric_samples(store.metrics_port, "collection_audit_stored_total")  # it serves, they store
+        health = httpx.get(f"http://127.0.0.1:{store.metrics_port}/healthz", timeout=5)
+        assert (health.status_code, health.json()["checks"]) == (200, {
+            "store_processes_running": True, "store_processes_polling": True})  # what the children report
+
         helpers = children_of(store.process.pid)
-        assert len(helpers) == 1, helpers
-        store.kill()  # SIGKILL: no chance to stop the helper itself
-        assert wait_until(lambda: not os.path.exists(f"/proc/{helpers[0]}") or
-                          " Z " in Path(f"/proc/{helpers[0]}/stat").read_text(), 10), "the helper outlived the store"
+        assert len(helpers) == 2, helpers
+        store.kill()  # SIGKILL: no chance to stop its children itself
+        assert wait_until(lambda: all(gone(pid) for pid in helpers), 10), "a store process outlived the role"
     finally:
         if store.process.poll() is None:
             store.stop()

@@ -84,15 +84,15 @@ def test_up_stops_with_exit_3_when_its_store_meets_a_part_clickhouse_cannot_read
 
 
 def test_up_with_two_store_processes_stores_every_event_once_and_counts_both(tmp_path: Path) -> None:
-    """`up --store-processes 2`: a second store process (through up's relay) shares the partitions; the
-    summary counts what both stored, which is what ClickHouse holds, each event once."""
+    """`up --store-processes 2`: two store processes (through up's relay) share the partitions; the
+    summary counts what they stored, which is what ClickHouse holds, each event once."""
     done = subprocess.run(
         [sys.executable, "-m", "deploy.cli", "up", "--data-dir", str(tmp_path), "--kafka-port", str(free_port()),
          "--http-port", str(free_port()), "--simulate", "--rate", "1000", "--duration", "12",
          "--store-processes", "2"],
         capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "1 more store consumer processes started" in done.stderr
+    assert "2 store consumer processes started" in done.stderr
     summary = re.search(r"actions stored\s*│\s*([\d,]+)", done.stderr)
     assert summary is not None, done.stderr[-3000:]
     stored = int(summary.group(1).replace(",", ""))

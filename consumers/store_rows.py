@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from consumers.local_time import local_view, resolve_zone
 from consumers.pii import PiiMasker
@@ -23,8 +23,7 @@ from consumers.text_normalization import normalize
 DEAD_LETTER_NAMESPACE = uuid.UUID("b5d0f3c2-7a4e-4f1b-9c8d-1e2f3a4b5c6d")
 
 
-@dataclass(frozen=True)
-class Provenance:
+class Provenance(NamedTuple):  # one per record stored
     topic: str
     partition: int
     offset: int

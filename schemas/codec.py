@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import io
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastavro import schemaless_reader, schemaless_writer
 
@@ -30,8 +29,7 @@ class DecodeError(ValueError):
         self.schema_id = schema_id
 
 
-@dataclass(frozen=True)
-class Decoded:
+class Decoded(NamedTuple):  # one per record consumed: a tuple is made in a third of a dataclass's time
     schema_id: int
     record: dict[str, Any]
 

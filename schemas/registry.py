@@ -48,6 +48,7 @@ class CatalogRegistry:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self._parsed: dict[int, Any] = {}
+        self._readers: dict[str, Any] = {}
 
     def _parse(self, schema_id: int) -> Any:
         if schema_id not in self._parsed:
@@ -59,7 +60,9 @@ class CatalogRegistry:
         return latest.schema_id, self._parse(latest.schema_id)
 
     def reader(self, subject: str) -> Any:
-        return self._parse(self.catalog.latest(subject).schema_id)
+        if subject not in self._readers:  # asked for every record decoded; the catalog does not change
+            self._readers[subject] = self._parse(self.catalog.latest(subject).schema_id)
+        return self._readers[subject]
 
     def by_id(self, schema_id: int) -> Any:
         try:

@@ -2,8 +2,9 @@
 figure beside its ceiling or target) and written to bench-results.json for tracking. BENCH_EVENTS sets
 the size (default 100,000); BENCH_QUERY_ACTIONS the stored actions the auditor queries run over
 (default 1,000,000); BENCH_SECTIONS picks sections (default producers,store,rules,steady,queries; add
-`instructions` for the rule engine's instructions per event under valgrind's callgrind, BENCH_CALLGRIND_EVENTS
-of them, default 20,000: minutes, but the one figure this machine's drifting speed does not move)."""
+`instructions` for the rule engine's and the store's instructions per event under valgrind's callgrind,
+BENCH_CALLGRIND_EVENTS of them, default 20,000: minutes, but the figures this machine's drifting speed
+does not move)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ ROWS = [
     Row("rules", "engine_alone_per_s", rules_bench.LABELS["engine_alone_per_s"], "events/s", "≥ 50,000",
         lambda v, _: v >= 50_000),
     Row("instructions", "engine_instructions_per_event", instructions_bench.LABELS["engine_instructions_per_event"],
+        "instr."),
+    Row("instructions", "store_instructions_per_event", instructions_bench.LABELS["store_instructions_per_event"],
         "instr."),
     Row("rules", "through_kafka_per_s", rules_bench.LABELS["through_kafka_per_s"], "actions/s"),
     Row("rules", "replay_1_instances_per_s", rules_bench.LABELS["replay_1_instances_per_s"], "actions/s"),

@@ -1,12 +1,19 @@
-"""The rule engine's cost in instructions per event, counted by valgrind's callgrind: unlike events/s
-on a shared virtual machine, whose speed drifts by a factor of two between days, the count repeats
-to within a fraction of a percent, so a change can be judged by one run before and one after.
+"""The cost in instructions per event of the rule engine and of the store's own work on a record,
+counted by valgrind's callgrind: unlike events/s on a shared virtual machine, whose speed drifts by a
+factor of two between days, the count repeats to within a fraction of a percent, so a change can be
+judged by one run before and one after.
 
-The engine runs over the same decoded simulated events as the `rules` section, in a child process
-under callgrind, once judging `n` events and once judging none: the difference, divided by `n`, is
-what judging costs (start-up, imports and loading the catalog cancel out); string hashing is seeded
-alike in both, so dicts and sets do the same work in every run. The functions that take
-the most of that difference are listed, which is where the engine's time goes, C and Python alike.
+Each runs in a child process under callgrind, once over `n` events and once over none: the
+difference, divided by `n`, is what the events cost (start-up, imports and loading the catalog cancel
+out); string hashing is seeded alike in both, so dicts and sets do the same work in every run. The
+functions that take the most of that difference are listed, C and Python alike.
+
+- engine: the rule engine judging the decoded simulated events of the `rules` section;
+- store: what a store consumer does to each record of the `store` section between Kafka and
+  ClickHouse -- decode with the writer's schema, validate, enrich (reference state, local time, PII,
+  normalised text), content hash and chain link. Kafka's record unpacking and the insert are left
+  out: they are their own ceilings in the `store` section, and their threads would make the count
+  vary.
 """
 
 from __future__ import annotations
@@ -40,10 +47,45 @@ def judge(stream_path: str, count: int) -> None:
         engine.on_action(record) if is_action else engine.on_reference(record)
 
 
-def _counted(stream_path: Path, count: int, out: Path) -> tuple[int, dict[str, int]]:
-    """(instructions of the whole child, per function) for a child judging `count` events."""
+def store(values_path: str, count: int) -> None:
+    """Child process: the store's work on the first `count` records of pickled (topic, key, value)s."""
+    from datetime import UTC, datetime
+
+    from consumers.consumer_loop import tune_gc
+    from consumers.hash_chain import GENESIS, content_hash, link
+    from consumers.pii import PiiMasker
+    from consumers.reference_state import ReferenceState
+    from consumers.store_rows import Enricher, Provenance
+    from consumers.trail_writer import ACTIONS, REFERENCE_EVENTS
+    from schemas import TOPIC_REFERENCE, value_subject
+    from schemas.catalog import Catalog
+    from schemas.codec import AvroCodec
+    from schemas.contract import record_problems
+    from schemas.registry import CatalogRegistry
+
+    values = pickle.loads(Path(values_path).read_bytes())
+    codec = AvroCodec(CatalogRegistry(Catalog.load()))
+    enricher = Enricher(PiiMasker(bytes(32)), ReferenceState())
+    ingested_at, heads = datetime(2026, 1, 1, tzinfo=UTC), {}
+    tune_gc()
+    for offset, (topic, key, value) in enumerate(values[:count]):
+        decoded = codec.decode(value_subject(topic), value)
+        if record_problems(topic, decoded.record):
+            raise RuntimeError(f"simulated record {offset} is invalid")
+        origin = Provenance(topic, 0, offset, decoded.schema_id, ingested_at)
+        if topic == TOPIC_REFERENCE:
+            enricher.state.apply(decoded.record)
+            row, table = enricher.reference_row(decoded.record, key.decode(), origin), REFERENCE_EVENTS
+        else:
+            row, table = enricher.action_row(decoded.record, origin), ACTIONS
+        chain = row[table.key_column]
+        heads[chain] = row["row_hash"] = link(heads.get(chain, GENESIS), content_hash(row, table.columns))
+
+
+def _counted(part: str, data_path: Path, count: int, out: Path) -> tuple[int, dict[str, int]]:
+    """(instructions of the whole child, per function) for a child running `part` over `count` events."""
     run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
-                          "tests.bench.instructions_bench", str(stream_path), str(count)],
+                          "tests.bench.instructions_bench", part, str(data_path), str(count)],
                          capture_output=True, text=True, check=False, env={**os.environ, "PYTHONHASHSEED": "0"})
     found = _COLLECTED.search(run.stderr)
     if run.returncode != 0 or found is None:
@@ -62,26 +104,39 @@ def run(console: Console, n_events: int) -> dict[str, float]:
     if shutil.which("valgrind") is None or shutil.which("callgrind_annotate") is None:
         raise SystemExit("the instructions section needs valgrind (Debian: apt-get install valgrind)")
     from consumers.rules.simulator_check import decoded_simulation
+    from schemas.catalog import Catalog
+    from schemas.codec import AvroCodec
+    from schemas.registry import CatalogRegistry
+    from tests.bench.store_bench import encoded_events
 
-    stream = [(is_action, record) for is_action, record, _ in decoded_simulation(n_events, seed=7,
-                                                                                  violation_rate=0.02)]
+    inputs = {
+        "engine": [(is_action, record) for is_action, record, _ in decoded_simulation(n_events, seed=7,
+                                                                                       violation_rate=0.02)],
+        "store": encoded_events(n_events, AvroCodec(CatalogRegistry(Catalog.load()))),
+    }
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        stream_path = Path(tmp) / "stream.pickle"
-        stream_path.write_bytes(pickle.dumps(stream))
-        console.print(f"instructions: the engine under callgrind, judging none then {n_events:,} events "
-                      "(about 15 s per 1,000 events)...")
-        base, base_functions = _counted(stream_path, 0, Path(tmp) / "none.out")
-        total, functions = _counted(stream_path, n_events, Path(tmp) / "all.out")
-    per_event = (total - base) / n_events
-    spent = sorted(((cost - base_functions.get(name, 0), name) for name, cost in functions.items()), reverse=True)
-    console.print(f"where the engine's {per_event:,.0f} instructions per event go (callgrind, by function):")
-    for cost, name in spent[:12]:
-        console.print(f"  {cost / n_events:>9,.0f}  {cost / (total - base):5.1%}  {name}")
-    return {"engine_instructions_per_event": per_event}
+        for part, data in inputs.items():
+            data_path = Path(tmp) / f"{part}.pickle"
+            data_path.write_bytes(pickle.dumps(data))
+            console.print(f"instructions: the {part} under callgrind, over none then {n_events:,} events "
+                          "(about 15 s per 1,000 events)...")
+            base, base_functions = _counted(part, data_path, 0, Path(tmp) / f"{part}-none.out")
+            total, functions = _counted(part, data_path, n_events, Path(tmp) / f"{part}-all.out")
+            per_event = (total - base) / n_events
+            spent = sorted(((cost - base_functions.get(name, 0), name) for name, cost in functions.items()),
+                           reverse=True)
+            console.print(f"where the {part}'s {per_event:,.0f} instructions per event go (callgrind, by function):")
+            for cost, name in spent[:12]:
+                console.print(f"  {cost / n_events:>9,.0f}  {cost / (total - base):5.1%}  {name}")
+            results[f"{part}_instructions_per_event"] = per_event
+    return results
 
 
-LABELS = {"engine_instructions_per_event": "rule engine alone: instructions per event (callgrind)"}
+LABELS = {"engine_instructions_per_event": "rule engine alone: instructions per event (callgrind)",
+          "store_instructions_per_event": "store, a record from Kafka to its row: decode, validate, enrich, "
+                                          "hash (callgrind)"}
 
 
 if __name__ == "__main__":
-    judge(sys.argv[1], int(sys.argv[2]))
+    {"engine": judge, "store": store}[sys.argv[1]](sys.argv[2], int(sys.argv[3]))

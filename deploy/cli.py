@@ -378,7 +378,7 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
     """Run the store consumer: every event enriched, hash-chained and stored in ClickHouse once."""
     from prometheus_client import CollectorRegistry
 
-    from consumers.store_consumer import GROUP, run_store
+    from consumers.store_consumer import GROUP
     from consumers.topic_reader import TopicMissing
     from deploy.clickhouse_client import ClickHouseCorrupted, ClickHouseUnavailable, trail_client
     from deploy.http_server import polling_health, serve_operations
@@ -390,21 +390,13 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
     registry = CollectorRegistry()
     others = StoreProcesses(settings, settings.store_processes, metrics_port)
     if metrics_port:
-        serve_operations(settings, registry, metrics_port, others.health if others.extra else polling_health(
+        serve_operations(settings, registry, metrics_port, others.health if others.count else polling_health(
             registry, "collection_audit_last_poll_timestamp_seconds", {"group": GROUP}))
     stop = StopFlag()
-    processor = None
     try:
         client = trail_client(settings)
         ensure_schema(client, settings.clickhouse_cluster)  # once, before the other processes start
-        others.start()
-
-        def should_stop() -> bool:
-            return stop() or others.failure() is not None
-        if others.extra:
-            others.wait(should_stop)
-        else:
-            processor = run_store(settings, registry, should_stop, client)
+        processor = others.start().run_role(registry, lambda: stop() or others.failure() is not None, client)
         failure = others.failure()
         if failure is not None:
             raise failure
@@ -421,7 +413,7 @@ def store(bootstrap: Bootstrap = None, data_dir: DataDir = None,
     finally:
         others.stop()
     if processor is None:
-        err.print(f"store stopped, and its {others.extra} processes (what they held unstored is replayed)")
+        err.print(f"store stopped with its {others.count} processes; what they held unstored will be replayed")
     else:
         err.print(f"store stopped; {processor.pending()} records were left unstored (they will be replayed)")
 

@@ -31,8 +31,11 @@ import urllib.request
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlparse
 
+from clickhouse_connect.driver.client import Client
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumers.store_consumer import StoreProcessor, run_store
 from deploy.clickhouse_client import CORRUPTED_EXIT_CODE, ClickHouseCorrupted, ClickHouseUnavailable
 from deploy.clickhouse_relay import ClickHouseRelay
 from deploy.settings import PREFIX, STANDARD_NAMES, Settings
@@ -46,14 +49,14 @@ class StoreProcessExited(RuntimeError):
 
 
 class StoreProcesses:
-    """The store consumers of a role beyond its own process: none for `consumers` 1 (the role consumes
-    itself), otherwise `consumers` child processes. Each serves /metrics on `metrics_port` + its number,
-    or on a free port when `metrics_port` is None (`total()` reads them for a live view)."""
+    """The store consumers of a role: for `consumers` 1 the role's own (`run_role` consumes in its
+    process), otherwise `consumers` child processes. Each child serves /metrics on `metrics_port` + its
+    number, or on a free port when `metrics_port` is None (`total()` reads them for a live view)."""
 
     def __init__(self, settings: Settings, consumers: int, metrics_port: int | None = None) -> None:
         self.settings = settings
-        self.extra = consumers if consumers > 1 else 0
-        self.metrics_ports = [metrics_port + n if metrics_port else _free_port() for n in range(1, self.extra + 1)]
+        self.count = consumers if consumers > 1 else 0  # child processes
+        self.metrics_ports = [metrics_port + n if metrics_port else _free_port() for n in range(1, self.count + 1)]
         self.relay: ClickHouseRelay | None = None
         self.children: list[subprocess.Popen[bytes]] = []
         self._samples: dict[int, list[tuple[str, dict[str, str], float]]] = {}  # port -> its last /metrics
@@ -61,7 +64,7 @@ class StoreProcesses:
         self._started_at = time.time()
 
     def start(self) -> StoreProcesses:
-        if self.extra <= 0:
+        if not self.count:
             return self
         s = self.settings
         url = s.clickhouse
@@ -81,20 +84,24 @@ class StoreProcesses:
         for port in self.metrics_ports:
             command = [sys.executable, "-m", "deploy.cli", "store", "--metrics-port", str(port)]
             self.children.append(subprocess.Popen(command, env=env, preexec_fn=_die_with_parent))
-        self._started_at = time.time()
-        log.info("%d store consumer processes started (pids %s) on %s; this process supervises them", self.extra,
+        log.info("%d store consumer processes started (pids %s) on %s; this process supervises them", self.count,
                  ", ".join(str(c.pid) for c in self.children), url.split("?")[0])
         return self
 
-    def wait(self, should_stop: Callable[[], bool]) -> None:
-        """The role's part while the children consume: wait until `should_stop()`."""
+    def run_role(self, registry: CollectorRegistry, should_stop: Callable[[], bool],
+                 client: Client) -> StoreProcessor | None:
+        """The role's part until `should_stop()`: its own store consumer when it has no children (returns
+        its processor), otherwise waiting while they consume."""
+        if not self.count:
+            return run_store(self.settings, registry, should_stop, client)
         while not should_stop():
             time.sleep(0.2)
+        return None
 
     def health(self, max_age_s: float = 120.0, startup_grace_s: float = 300.0) -> dict[str, bool]:
         """/healthz of a role whose children consume: every child running, and polling Kafka (its last
         poll, from its /metrics, under `max_age_s` old; before its first, within `startup_grace_s`)."""
-        self.read_metrics()
+        self._read_recent()
         now = time.time()
 
         def polling(port: int) -> bool:
@@ -119,13 +126,16 @@ class StoreProcesses:
         return StoreProcessExited(f"another store process exited with {exited[0]}")
 
     def total(self, name: str, labels: dict[str, str] | None = None) -> float:
-        """The sum over the other processes of a metric's samples that carry `labels`, as last read
+        """The sum over the store processes of a metric's samples that carry `labels`, as last read
         (read at most twice a second; a process that stopped answering keeps its last values)."""
-        if time.monotonic() - self._read_at > 0.5:
-            self.read_metrics()
+        self._read_recent()
         wanted = (labels or {}).items()
         return sum(value for samples in self._samples.values() for sample_name, sample_labels, value in samples
                    if sample_name == name and wanted <= sample_labels.items())
+
+    def _read_recent(self) -> None:
+        if time.monotonic() - self._read_at > 0.5:
+            self.read_metrics()
 
     def read_metrics(self) -> None:
         self._read_at = time.monotonic()

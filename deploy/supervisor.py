@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
-from consumers.store_consumer import run_store
 from deploy.auditor.tokens import TokenStore
 from deploy.clickhouse_client import ClientPool, trail_client
 from deploy.embedded_broker import EmbeddedBroker
@@ -94,11 +93,8 @@ class EmbeddedStack:
                 self.failures.setdefault("store process", failure)
             return self._store_stop.is_set() or failure is not None
 
-        if others.extra:  # the children consume; this thread stands for them (health, drain)
-            self.store_thread = _role_thread("store", lambda: others.wait(should_stop), self.failures)
-        else:
-            self.store_thread = _role_thread(
-                "store", lambda: run_store(self.settings, self.metrics, should_stop, client), self.failures)
+        self.store_thread = _role_thread(  # with store processes, it stands for them (health, drain)
+            "store", lambda: others.run_role(self.metrics, should_stop, client), self.failures)
 
     def _others(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A store metric summed over the other store processes."""

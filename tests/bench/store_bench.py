@@ -22,7 +22,6 @@ from rich.console import Console
 
 from consumers.pii import PiiMasker
 from consumers.reference_state import ReferenceState
-from consumers.store_consumer import run_store
 from consumers.store_rows import Enricher, Provenance
 from consumers.trail_writer import ACTIONS, ALERTS, DEAD_LETTERS, REFERENCE_EVENTS, TrailWriter
 from deploy.clickhouse_client import connect
@@ -122,14 +121,7 @@ def store_end_to_end(settings: Settings, client: Any, n: int, processes: int) ->
     registry = CollectorRegistry()
     stop = threading.Event()
     others = StoreProcesses(settings, processes).start()
-
-    def role() -> None:
-        if others.extra:
-            others.wait(stop.is_set)
-        else:
-            run_store(settings, registry, stop.is_set, client)
-
-    thread = threading.Thread(target=role, daemon=True)
+    thread = threading.Thread(target=others.run_role, args=(registry, stop.is_set, client), daemon=True)
     thread.start()
 
     def stored() -> int:

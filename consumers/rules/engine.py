@@ -115,7 +115,8 @@ class RuleEngine:
         self._dispatch: dict[tuple[Any, ...], _Dispatch] = {}
         self._judges: dict[str, _Judge] = {"predicate": self._predicate, "lexicon": self._lexicon,
                                            "count": self._count, "sequence": self._sequence, "state": self._state}
-        self._texts = TextReader(lexicon)
+        self._texts = TextReader(lexicon, digits_matter=lexicon.reads_digits or any(
+            allow.reads_digits for allow in self._allow.values()))
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -143,6 +144,7 @@ class RuleEngine:
         self._track_absence(view, state, dispatch.absences)
         view["_keep_until"] = view["_at"] + self._retention
         view.pop("message_text", None)
+        view.pop("_text", None)
         state.add(view)
         if state.latest is None or view["_at"] > state.latest:
             state.latest = view["_at"]
@@ -214,9 +216,11 @@ class RuleEngine:
         )
         amount, due = record.get("amount_due_minor") is not None, record.get("due_date") is not None
         text = record.get("message_text")
-        if text and not (amount and due):  # the text is a fallback only when the fields are absent
-            states_amount, states_due = self._texts.debt_facts(text)
-            amount, due = amount or states_amount, due or states_due
+        if text:
+            view["_text"] = shape = self._texts.key(text)
+            if not (amount and due):  # the text is a fallback only when the fields are absent
+                states_amount, states_due = self._texts.debt_facts(shape)
+                amount, due = amount or states_amount, due or states_due
         view["debt_amount_disclosed"], view["due_date_disclosed"] = amount, due
         return view
 
@@ -235,7 +239,7 @@ class RuleEngine:
         """Which candidates judge: lexicon clauses only when the collector's words match some phrase,
         state clauses only when the debtor has reference events."""
         variant = 2 if dispatch.reads_references and state.references else 0
-        if dispatch.reads_words and self._texts.collector_said(view["message_text"], view["direction"])[1]:
+        if dispatch.reads_words and self._texts.collector_said(view["_text"], view["direction"])[1]:
             variant += 1
         return variant
 
@@ -315,7 +319,7 @@ class RuleEngine:
                        f"forbidden window {c.start:%H:%M}-{c.end:%H:%M}"
             return None
         if c.kind == "mentions":
-            mentioned = any(m.category == c.field for m in self._texts.all_said(view.get("message_text") or ""))
+            mentioned = any(m.category == c.field for m in self._texts.all_said(view.get("_text", b"")))
             return None if mentioned == c.value else f"does not state the {c.field.replace('_', ' ')}"
         value = _value(view, c.field)
         if c.kind == "missing":
@@ -332,7 +336,7 @@ class RuleEngine:
         if clause.unless_collector_role and self.collector_roles.get(view.get("collector_id") or "") \
                 in clause.unless_collector_role:
             return ()
-        text, found = self._texts.collector_said(view.get("message_text") or "", view["direction"])
+        text, found = self._texts.collector_said(view.get("_text", b""), view["direction"])
         matches: list[Match] = []
         if found:
             allow = self._allow.get(rule.id)

@@ -40,6 +40,7 @@ SINGLE_ZONE_REGIONS = {
 }
 
 
+@lru_cache(maxsize=100_000)  # a debtor's profile and addresses repeat: one answer per combination
 def resolve_zone(profile_zone: str | None, phone: str | None, phone_region: str | None,
                  jurisdiction: str) -> tuple[str, str]:
     """(IANA zone, source) with source PROFILE, PHONE or DEFAULT."""

@@ -40,6 +40,9 @@ class _History:
     grants: list[Grant] = field(default_factory=list)
     order: list[tuple[datetime, str]] = field(default_factory=list)  # (received_at, event_id) of grants
     seen: set[str] = field(default_factory=set)
+    # the last answer and the moments [start, end) it holds for (None: unbounded); most actions of an
+    # agency or collector fall where the one before did, so most questions end here
+    span: tuple[datetime | None, datetime | None, str] | None = None
 
     def add(self, grant: Grant) -> None:
         if grant.event_id in self.seen:
@@ -49,19 +52,33 @@ class _History:
         at = bisect.bisect(self.order, key)
         self.order.insert(at, key)
         self.grants.insert(at, grant)
+        self.span = None
 
     def status_at(self, moment: datetime) -> str:
+        span = self.span
+        if span is not None and (span[0] is None or span[0] <= moment) and (span[1] is None or moment < span[1]):
+            return span[2]
+        self.span = span = self._span_at(moment)
+        return span[2]
+
+    def _span_at(self, moment: datetime) -> tuple[datetime | None, datetime | None, str]:
         known = bisect.bisect_right(self.order, (moment, AFTER_ANY_ID))
+        end = self.order[known][0] if known < len(self.order) else None  # the next grant decides from then on
         if not known:
-            return "UNKNOWN"
-        grant = self.grants[known - 1]
+            return None, end, "UNKNOWN"
+        grant, start = self.grants[known - 1], self.order[known - 1][0]
         if grant.status != "VALID":
-            return grant.status
+            return start, end, grant.status
         if grant.valid_from is not None and moment < grant.valid_from:
-            return "NOT_YET_VALID"
+            return start, _earlier(end, grant.valid_from), "NOT_YET_VALID"
         if grant.valid_to is not None and moment >= grant.valid_to:
-            return "EXPIRED"
-        return "VALID"
+            return max(start, grant.valid_to), end, "EXPIRED"
+        return (start if grant.valid_from is None else max(start, grant.valid_from),
+                _earlier(end, grant.valid_to), "VALID")
+
+
+def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 class ReferenceState:

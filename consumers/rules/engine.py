@@ -33,6 +33,7 @@ from consumers.rules.text_match import Lexicon, Match, TextReader
 _NO_FILTER = Filter()
 _DISPATCH_FIELDS = ("action_type", "direction", "counterparty", "call_result")
 _QUALIFICATION = ("agency_licence", "collector_certification")
+_SWEEP_EVERY = 20_000  # actions between two sweeps of expired state
 LATE_REFERENCE_HORIZON = timedelta(days=8)  # how far back a late reference event re-judges actions
 
 
@@ -129,6 +130,7 @@ class RuleEngine:
         if event_id in state.ids:
             return []  # a redelivered event: already judged
         view = self._view(record, state, event_id)
+        at: datetime = view["_at"]
         findings: list[tuple[Rule, Finding]] = []
         exempt: set[str] = set()
         in_class = self._in_class
@@ -141,23 +143,29 @@ class RuleEngine:
                 continue
             for finding in judge(rule, clause, view, state):
                 findings.append((rule, finding))
-        self._track_absence(view, state, dispatch.absences)
-        view["_keep_until"] = view["_at"] + self._retention
+        if dispatch.absences:
+            self._track_absence(view, state, dispatch.absences)
+        view["_keep_until"] = at + self._retention
         view.pop("message_text", None)
         view.pop("_text", None)
         state.add(view)
-        if state.latest is None or view["_at"] > state.latest:
-            state.latest = view["_at"]
-        if self._latest_action is None or view["_at"] > self._latest_action:
-            self._latest_action = view["_at"]
-        self._disorder = max(self._disorder, self._latest_action - view["_at"])
-        for actor in ("agency_id", "collector_id"):
-            if view.get(actor):
-                self._by_actor.setdefault((actor, view[actor]), []).append(view)
-        alerts = self._alerts(findings)
+        if state.latest is None or at > state.latest:
+            state.latest = at
+        latest = self._latest_action
+        if latest is None or at > latest:
+            self._latest_action = at
+        elif latest - at > self._disorder:
+            self._disorder = latest - at
+        if agency_id := view.get("agency_id"):
+            self._by_actor.setdefault(("agency_id", agency_id), []).append(view)
+        if collector_id := view.get("collector_id"):
+            self._by_actor.setdefault(("collector_id", collector_id), []).append(view)
+        alerts = self._alerts(findings) if findings else []
         if self.watermark_from_events:
-            alerts.extend(self._advance(view["_at"]))
-        self._sweep()
+            alerts.extend(self._advance(at))
+        self._since_sweep += 1
+        if self._since_sweep >= _SWEEP_EVERY:
+            self._sweep()
         return alerts
 
     def on_reference(self, record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -232,7 +240,7 @@ class RuleEngine:
         dispatch = self._dispatch.get(key)
         if dispatch is None:
             dispatch = self._dispatch[key] = self._dispatch_for(key)
-        view["_classes"] = dict(dispatch.decided)
+        view["_classes"] = dispatch.decided.copy()
         return dispatch
 
     def _variant(self, dispatch: _Dispatch, view: View, state: DebtorState) -> int:
@@ -533,7 +541,7 @@ class RuleEngine:
             findings.append((timer.rule, Finding(
                 timer.trigger, f"no {what} by {local_deadline.isoformat(timespec='seconds')}",
                 occurred_at=timer.deadline)))
-        return self._alerts(findings)
+        return self._alerts(findings) if findings else []
 
     # -- alerts ------------------------------------------------------------------------------------
 
@@ -567,8 +575,8 @@ class RuleEngine:
     # -- housekeeping ------------------------------------------------------------------------------
 
     def _sweep(self) -> None:
-        self._since_sweep += 1
-        if self._since_sweep < 20_000 or self.watermark is None:
+        """Forget what no rule can read any more (every _SWEEP_EVERY actions)."""
+        if self.watermark is None:
             return
         self._since_sweep = 0
         for debtor_id in list(self.debtors):

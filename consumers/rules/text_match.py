@@ -190,7 +190,9 @@ class TextReader:
 
     def __init__(self, lexicon: Lexicon, size: int = 20_000, *, digits_matter: bool | None = None) -> None:
         normalizer, find = lexicon.normalize, lexicon.find
-        table = _DIGITS_AS_ZERO if not (lexicon.reads_digits if digits_matter is None else digits_matter) else None
+        if digits_matter is None:
+            digits_matter = lexicon.reads_digits
+        table = None if digits_matter else _DIGITS_AS_ZERO
 
         def key(text: str) -> bytes:
             """The text's shape, what the other readings take."""

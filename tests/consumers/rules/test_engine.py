@@ -1,9 +1,16 @@
 """Engine properties beyond the case files: deterministic ids, no alert twice, the simulator's labels."""
 
+from dataclasses import replace
+
 from consumers.rules.engine import RuleEngine, alert_id_for
 from consumers.rules.ruleset import load_ruleset
 from consumers.rules.simulator_check import check_simulation, decoded_simulation
 from consumers.rules.text_match import Lexicon
+from schemas.catalog import Catalog
+from schemas.codec import AvroCodec
+from schemas.contract import parse_event
+from schemas.registry import CatalogRegistry
+from tests.conftest import action
 
 LEXICON = Lexicon.from_directory()
 
@@ -39,3 +46,20 @@ def test_simulated_violations_are_found_with_recall_and_precision_of_99_percent(
     report = check_simulation(30_000, seed=3, violation_rate=0.03)
     assert sum(c["labelled"] for c in report.rules.values()) > 500
     assert report.recall >= 0.99 and report.precision >= 0.99, report.rules
+
+
+def test_an_allow_phrase_that_names_a_digit_makes_the_engine_read_texts_as_written() -> None:
+    # text shapes (every ASCII digit read as 0) are only for lexicons and allow-lists that name no digit:
+    # here "老赖1号" is allowed and "老赖2号" is not, which a shape could not tell apart
+    ruleset = load_ruleset(categories=LEXICON.categories)
+    insult = ruleset.rule("INSULT_OBSCENITY")
+    ruleset.rules = [replace(rule, allow_phrases=("老赖1号",)) if rule is insult else rule for rule in ruleset.rules]
+    engine, codec = RuleEngine(ruleset, LEXICON), AvroCodec(CatalogRegistry(Catalog.load()))
+
+    def insulted(text: str) -> bool:
+        event = parse_event(action(message_text=text))
+        record = codec.decode(event.subject, codec.encode(event.subject, event.record)).record
+        return any(alert["rule_id"] == "INSULT_OBSCENITY" for alert in engine.on_action(record))
+
+    assert not insulted("你这个老赖1号")
+    assert insulted("你这个老赖2号")

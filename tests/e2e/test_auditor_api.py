@@ -163,7 +163,13 @@ def test_reports(api: httpx.Client, tokens: dict[str, str], trail: Trail, clickh
                                      "GROUP BY rule_id", parameters={"a": trail.agency}).result_rows)
     assert by_rule == expected and by_rule["THREAT"] == 1
     [league] = report("collector-league", agency=trail.agency)
-    assert (league["collector_id"], league["actions"], league["alerts"]) == (trail.collector, 8, sum(expected.values()))
+    # the collector's alerts: a complaint timer's alert (COMPLAINT_SLA) names none, and one fires here when the
+    # shared stack's watermark, years ahead from other tests, passes the deadline before the resolution is read
+    collectors = clickhouse.query("SELECT count() FROM audit.alerts FINAL WHERE agency_id = {a:String} AND "
+                                  "collector_id = {c:String}", parameters={"a": trail.agency, "c": trail.collector})
+    assert (league["collector_id"], league["actions"], league["alerts"]) == \
+        (trail.collector, 8, collectors.result_rows[0][0])
+    assert league["alerts"] >= 3  # the day over the cap, the quiet-hours message, the threat
     assert league["alerts_per_1000_actions"] == round(1000 * league["alerts"] / 8, 2)
     [complaint] = report("complaint-sla", debtor=trail.debtor)
     assert (complaint["complaint_id"], complaint["status"]) == (trail.complaint, "RESOLVED_IN_TIME")

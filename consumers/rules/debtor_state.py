@@ -7,11 +7,11 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from functools import lru_cache
 from typing import Any
 
-from consumers.reference_state import AFTER_ANY_ID
+from consumers.reference_state import AFTER_ANY_ID, Profile
 
 View = dict[str, Any]  # an action as the rules see it: its fields plus derived ones (see engine)
 _DIGITS = re.compile(r"\D+")
@@ -36,12 +36,20 @@ class DebtorState:
     latest: datetime | None = None
     references: list[dict[str, Any]] = field(default_factory=list)  # sorted by occurred_at
     first_started: set[str] = field(default_factory=set)  # absence rules with first_only: already started
+    # where the debtor's addresses put an action, under the debtor's current profile:
+    # address -> (jurisdiction, zone name, zone, contact key)
+    profile: Profile | None = None
+    places: dict[str | None, tuple[str, str, tzinfo, str | None]] = field(default_factory=dict)
 
     def add(self, view: View) -> None:
         key = (view["_at"], view["event_id"])
-        at = bisect.bisect(self.order, key)
-        self.order.insert(at, key)
-        self.history.insert(at, view)
+        if not self.order or key > self.order[-1]:  # most actions come in event-time order
+            self.order.append(key)
+            self.history.append(view)
+        else:
+            at = bisect.bisect(self.order, key)
+            self.order.insert(at, key)
+            self.history.insert(at, view)
         self.ids.add(view["event_id"])
 
     def between(self, start: datetime, end: datetime) -> list[View]:

@@ -18,17 +18,18 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
+import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from consumers.local_time import resolve_zone, zone
 from consumers.reference_state import ReferenceState
 from consumers.rules.debtor_state import DebtorState, View, contact_key
 from consumers.rules.ruleset import Clause, Condition, Filter, Rule, Ruleset
-from consumers.rules.text_match import Lexicon, Match, TextReader
+from consumers.rules.text_match import Lexicon, TextReader
 
 _NO_FILTER = Filter()
 _DISPATCH_FIELDS = ("action_type", "direction", "counterparty", "call_result")
@@ -66,7 +67,7 @@ _Candidate = tuple[Rule, Clause, Filter | None, _Judge]
 
 @dataclass(frozen=True)
 class _Dispatch:
-    decided: dict[str, bool]  # the classes the dispatch key decides alone
+    decided: dict[str, bool]  # the classes the dispatch key decides alone (shared by views: read only)
     variants: tuple[list[_Candidate], ...]  # [2 * has reference events + collector's words match]
     reads_words: bool
     reads_references: bool
@@ -106,6 +107,8 @@ class RuleEngine:
         self._open: dict[tuple[str, str, str | None], list[_Timer]] = {}
         self._seq = itertools.count()
         self._class_filters = ruleset.classes
+        # the classes that test more than the dispatch key: every other one is in every view's "_classes"
+        self._lazy_classes = {name for name, f in ruleset.classes.items() if self._residual(f) != _NO_FILTER}
         self._retention = state_horizon(ruleset)
         self._allow = {r.id: Lexicon((("allow", p) for p in r.allow_phrases), lexicon.normalize)
                        for r in ruleset.rules if r.allow_phrases}
@@ -114,8 +117,8 @@ class RuleEngine:
         self._disorder = timedelta(0)  # the most an action arrived behind the latest one before it
         self._by_actor: dict[tuple[str, str], list[View]] = {}  # actions per agency / collector, in arrival order
         self._dispatch: dict[tuple[Any, ...], _Dispatch] = {}
-        self._judges: dict[str, _Judge] = {"predicate": self._predicate, "lexicon": self._lexicon,
-                                           "count": self._count, "sequence": self._sequence, "state": self._state}
+        self._judges: dict[str, _Judge] = {"sequence": self._sequence, "state": self._state}
+        self._compiled: dict[int, _Judge] = {}  # id(clause) -> its judge (the ruleset keeps the clauses)
         self._texts = TextReader(lexicon, digits_matter=lexicon.reads_digits or any(
             allow.reads_digits for allow in self._allow.values()))
 
@@ -135,7 +138,10 @@ class RuleEngine:
         exempt: set[str] = set()
         in_class = self._in_class
         dispatch = self._dispatch_of(view)
-        for rule, clause, check, judge in dispatch.variants[self._variant(dispatch, view, state)]:
+        variant = 2 if dispatch.reads_references and state.references else 0
+        if dispatch.reads_words and self._texts.collector_said(view["_text"], view["direction"])[1]:
+            variant += 1  # lexicon clauses judge only when the collector's words match some phrase
+        for rule, clause, check, judge in dispatch.variants[variant]:
             if rule.exempt and (rule.id in exempt or self._exempt(rule, view)):
                 exempt.add(rule.id)
                 continue
@@ -162,7 +168,10 @@ class RuleEngine:
             self._by_actor.setdefault(("collector_id", collector_id), []).append(view)
         alerts = self._alerts(findings) if findings else []
         if self.watermark_from_events:
-            alerts.extend(self._advance(at))
+            if self.watermark is None or at > self.watermark:
+                self.watermark = at
+            if self._timers and self._timers[0].deadline + self.allowed_lateness <= self.watermark:
+                alerts.extend(self._advance(at))
         self._since_sweep += 1
         if self._since_sweep >= _SWEEP_EVERY:
             self._sweep()
@@ -206,18 +215,24 @@ class RuleEngine:
     # -- views -------------------------------------------------------------------------------------
 
     def _view(self, record: dict[str, Any], state: DebtorState, event_id: str) -> View:
-        debtor_id = record["debtor_id"]
         at: datetime = record["occurred_at"]
-        profile = self.references.profiles.get(debtor_id)
-        jurisdiction = (profile.jurisdiction if profile else None) or self.default_jurisdiction
-        zone_name, _ = resolve_zone(profile.timezone if profile else None, record.get("contact_address"),
-                                    profile.phone_region if profile else None, jurisdiction)
-        local = at.astimezone(zone(zone_name))
+        profile = self.references.profiles.get(record["debtor_id"])
+        if state.profile is not profile:  # a new profile: the debtor's addresses are placed again
+            state.profile, state.places = profile, {}
+        address = record.get("contact_address")
+        place = state.places.get(address)
+        if place is None:
+            jurisdiction = (profile.jurisdiction if profile else None) or self.default_jurisdiction
+            zone_name, _ = resolve_zone(profile.timezone if profile else None, address,
+                                        profile.phone_region if profile else None, jurisdiction)
+            place = state.places[address] = (jurisdiction, zone_name, zone(zone_name), contact_key(address))
+        jurisdiction, zone_name, tz, key = place
+        local = at.astimezone(tz)
         view = dict(record)
         view.update(
             event_id=event_id, _at=at, _local=local, _zone=zone_name,
             jurisdiction=jurisdiction, local_date=local.date(), local_weekday=local.isoweekday(),
-            contact_key=contact_key(record.get("contact_address")),
+            contact_key=key,
             late=state.latest is not None and at < state.latest,
             agency_licence=self.references.licence_status(record["agency_id"], at),
             collector_certification=self.references.certification_status(record.get("collector_id"), at),
@@ -234,29 +249,28 @@ class RuleEngine:
 
     def _dispatch_of(self, view: View) -> _Dispatch:
         """The clauses the action's fixed fields (the dispatch key) do not rule out; sets the view's
-        class cache to the classes the key decides alone."""
+        classes (name -> is the action in it) to those the key decides alone; `_in_class` adds others."""
         key = (view.get("action_type"), view.get("direction"), view.get("counterparty"), view.get("call_result"),
                view["jurisdiction"], bool(view.get("message_text")))
         dispatch = self._dispatch.get(key)
         if dispatch is None:
             dispatch = self._dispatch[key] = self._dispatch_for(key)
-        view["_classes"] = dispatch.decided.copy()
+        view["_classes"] = dispatch.decided
         return dispatch
-
-    def _variant(self, dispatch: _Dispatch, view: View, state: DebtorState) -> int:
-        """Which candidates judge: lexicon clauses only when the collector's words match some phrase,
-        state clauses only when the debtor has reference events."""
-        variant = 2 if dispatch.reads_references and state.references else 0
-        if dispatch.reads_words and self._texts.collector_said(view["_text"], view["direction"])[1]:
-            variant += 1
-        return variant
+        outcome = tuple(_matches(f, view, self._in_class) for _, f in dispatch.undecided)
+        classes = dispatch.class_sets.get(outcome)
+        if classes is None:
+            classes = dispatch.class_sets[outcome] = dispatch.decided | {
+                name: ok for (name, _), ok in zip(dispatch.undecided, outcome, strict=True)}
+        view["_classes"] = classes  # shared by the views of one outcome: never written to
+        return dispatch
 
     def _dispatch_for(self, key: tuple[Any, ...]) -> _Dispatch:
         """Each clause with the rest of its filter (None when nothing is left to check) and its judge,
         in four variants: (debtor has reference events?, collector's words match the lexicon?)."""
         probe = dict(zip(_DISPATCH_FIELDS, key, strict=False))
         decided = {name: self._may_match(f, probe) for name, f in self._class_filters.items()
-                   if self._residual(f) == _NO_FILTER}
+                   if name not in self._lazy_classes or not self._may_match(f, probe)}
         found: list[tuple[_Candidate, str | None]] = []
         absences = []
         for rule in self.ruleset.rules:
@@ -278,7 +292,7 @@ class RuleEngine:
                 needs = "words" if clause.kind == "lexicon" and not clause.or_debt_fields else \
                     "references" if clause.kind == "state" else None
                 found.append(((rule, clause, None if residual == _NO_FILTER else residual,
-                               self._judges[clause.kind]), needs))
+                               self._judge_for(rule, clause)), needs))
         variants = tuple([c for c, needs in found if needs is None or (needs == "words" and words)
                           or (needs == "references" and references)]
                          for references in (False, True) for words in (False, True))
@@ -301,10 +315,12 @@ class RuleEngine:
         return all(self._may_match(self._class_filters[c], probe) for c in f.classes)
 
     def _in_class(self, view: View, name: str) -> bool:
-        cache = view["_classes"]
-        if name not in cache:
-            cache[name] = _matches(self._class_filters[name], view, self._in_class)
-        return bool(cache[name])
+        classes = view["_classes"]
+        known = classes.get(name)
+        if known is None:  # a class the dispatch key leaves open: checked once, the view's own copy
+            known = _matches(self._class_filters[name], view, self._in_class)
+            view["_classes"] = {**classes, name: known}
+        return bool(known)
 
     def _exempt(self, rule: Rule, view: View) -> bool:
         return any(_matches(f, view, self._in_class) for f in rule.exempt)
@@ -312,71 +328,146 @@ class RuleEngine:
     # -- clause kinds ------------------------------------------------------------------------------
 
     def _predicate(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
-        for condition in clause.any:
-            detail = self._condition(condition, view)
-            if detail:
-                return (Finding(view, detail),)
-        return ()
+        return self._judge_for(rule, clause)(rule, clause, view, state)
 
-    def _condition(self, c: Condition, view: View) -> str | None:
+    def _judge_for(self, rule: Rule, clause: Clause) -> _Judge:
+        """The judge of a clause: predicates, lexicons and counts compiled once into closures over
+        their parameters."""
+        judge = self._compiled.get(id(clause))
+        if judge is None:
+            kind = clause.kind
+            judge = self._compiled[id(clause)] = self._predicate_judge(clause) if kind == "predicate" \
+                else self._lexicon_judge(rule, clause) if kind == "lexicon" \
+                else self._count_judge(clause) if kind == "count" else self._judges[kind]
+        return judge
+
+    def _predicate_judge(self, clause: Clause) -> _Judge:
+        checks = tuple(self._condition(c) for c in clause.any)
+
+        def judge(rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
+            for check in checks:
+                detail = check(view)
+                if detail:
+                    return (Finding(view, detail),)
+            return ()
+        return judge
+
+    def _condition(self, c: Condition) -> Callable[[View], str | None]:
+        """A condition as a function of the view: what is wrong, or None."""
+        name, expected = c.field, c.value
         if c.kind == "local_time_between":
             assert c.start is not None and c.end is not None
-            moment = view["_local"].time()  # naive: time() leaves the zone out
-            if _inside(moment, c.start, c.end, c.include_start, c.include_end):
+            start, end, wraps = c.start, c.end, c.start > c.end
+            after_start = operator.ge if c.include_start else operator.gt
+            before_end = operator.le if c.include_end else operator.lt
+            window = f"{start:%H:%M}-{end:%H:%M}"
+
+            def inside_window(view: View) -> str | None:
+                moment = view["_local"].time()  # naive: time() leaves the zone out
+                inside = (after_start(moment, start) or before_end(moment, end)) if wraps else \
+                    (after_start(moment, start) and before_end(moment, end))
                 return f"local time {moment.isoformat(timespec='seconds')} ({view['_zone']}) is inside the " \
-                       f"forbidden window {c.start:%H:%M}-{c.end:%H:%M}"
-            return None
+                       f"forbidden window {window}" if inside else None
+            return inside_window
         if c.kind == "mentions":
-            mentioned = any(m.category == c.field for m in self._texts.all_said(view.get("_text", b"")))
-            return None if mentioned == c.value else f"does not state the {c.field.replace('_', ' ')}"
-        value = _value(view, c.field)
+            said, wanting = self._texts.all_said, f"does not state the {name.replace('_', ' ')}"
+
+            def mentions(view: View) -> str | None:
+                mentioned = any(m.category == name for m in said(view.get("_text", b"")))
+                return None if mentioned == expected else wanting
+            return mentions
+        value_of: Callable[[View], Any] = operator.methodcaller("get", name) if not name.startswith("attributes.") \
+            else lambda view: _value(view, name)
         if c.kind == "missing":
-            return f"no {c.field}" if value in (None, "") else None
+            return lambda view: f"no {name}" if value_of(view) in (None, "") else None
         if c.kind == "below":
-            return f"{c.field} is {value}, below {c.value}" if value is not None and value < c.value else None
+            def below(view: View) -> str | None:
+                value = value_of(view)
+                return f"{name} is {value}, below {expected}" if value is not None and value < expected else None
+            return below
         if c.kind == "is_not":
-            return None if value == c.value else f"{c.field} is {_show(value)}"
+            def is_not(view: View) -> str | None:
+                value = value_of(view)
+                return None if value == expected else f"{name} is {_show(value)}"
+            return is_not
         if c.kind == "not_in":
-            return None if value in c.value else f"{c.field} is {_show(value)}"
+            def not_in(view: View) -> str | None:
+                value = value_of(view)
+                return None if value in expected else f"{name} is {_show(value)}"
+            return not_in
         raise ValueError(c.kind)
 
-    def _lexicon(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
-        if clause.unless_collector_role and self.collector_roles.get(view.get("collector_id") or "") \
-                in clause.unless_collector_role:
-            return ()
-        text, found = self._texts.collector_said(view.get("_text", b""), view["direction"])
-        matches: list[Match] = []
-        if found:
-            allow = self._allow.get(rule.id)
-            allowed = [(m.position, m.position + len(self.lexicon.normalize(m.phrase)))
-                       for m in allow.find(text)] if allow else []
-            matches = [m for m in found if m.category in clause.categories and not any(
-                s <= m.position < e for s, e in allowed)]
-        if matches:
-            first = matches[0]
-            facts = (("matched", first.phrase), ("category", first.category), ("position", str(first.position)),
-                     ("matches", "; ".join(m.describe() for m in matches[:10])))
-            return (Finding(view, f"said '{first.phrase}' ({first.category}, position {first.position})",
-                            facts=facts),)
-        if clause.or_debt_fields and (view.get("amount_due_minor") is not None or view.get("due_date") is not None):
-            return (Finding(view, "the message states the amount due or the due date"),)
-        return ()
+    def _lexicon_judge(self, rule: Rule, clause: Clause) -> _Judge:
+        said, normalize, allow = self._texts.collector_said, self.lexicon.normalize, self._allow.get(rule.id)
+        roles, unless_roles, categories = self.collector_roles, clause.unless_collector_role, clause.categories
 
-    def _count(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
-        if not self._in_class(view, clause.events):
+        @lru_cache(maxsize=4096)  # what the clause finds depends on the text's shape and direction alone
+        def spoken(shape: bytes, direction: str) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+            text, found = said(shape, direction)
+            if not found:
+                return None
+            allowed = [(m.position, m.position + len(normalize(m.phrase))) for m in allow.find(text)] \
+                if allow else []
+            matches = [m for m in found if m.category in categories and not any(
+                s <= m.position < e for s, e in allowed)]
+            if not matches:
+                return None
+            first = matches[0]
+            return (f"said '{first.phrase}' ({first.category}, position {first.position})",
+                    (("matched", first.phrase), ("category", first.category), ("position", str(first.position)),
+                     ("matches", "; ".join(m.describe() for m in matches[:10]))))
+
+        def lexicon(rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
+            if unless_roles and roles.get(view.get("collector_id") or "") in unless_roles:
+                return ()
+            words = spoken(view.get("_text", b""), view["direction"])
+            if words is not None:
+                return (Finding(view, words[0], facts=words[1]),)
+            if clause.or_debt_fields and (view.get("amount_due_minor") is not None or view.get("due_date") is not None):
+                return (Finding(view, "the message states the amount due or the due date"),)
             return ()
-        key = _key(view, clause.per)
-        if None in key:
-            return ()
-        day, span = view["local_date"], clause.window_local_days
-        first_day = day - timedelta(days=span - 1)
-        last_day = day + timedelta(days=span - 1)
+        return lexicon
+
+    def _count_judge(self, clause: Clause) -> _Judge:
+        events, per, span, limit = clause.events, clause.per, clause.window_local_days, clause.max
+        reach = timedelta(days=span - 1)
         margin = timedelta(days=span + 2)  # local dates lie within a day of UTC ones
-        same = [h for h in state.between(view["_at"] - margin, view["_at"] + margin)
-                if first_day <= h["local_date"] <= last_day and _key(h, clause.per) == key
-                and self._in_class(h, clause.events)]
-        if len(same) < clause.max:
-            return ()  # with this action, no window holds more than the limit
+        one_field = per[0] if len(per) == 1 and not _reads_attributes(per) else None
+        per_debtor = per == ("debtor_id",)  # the state is the debtor's: every action it holds is the debtor's
+        in_class = self._in_class
+
+        def count(rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
+            if not in_class(view, events):
+                return ()
+            day, at = view["local_date"], view["_at"]
+            first_day, last_day = day - reach, day + reach
+            near = state.between(at - margin, at + margin)
+            if events in self._lazy_classes:
+                near = [h for h in near if in_class(h, events)]
+            if per_debtor:
+                same = [h for h in near if h["_classes"][events] and first_day <= h["local_date"] <= last_day]
+            elif one_field is not None:
+                value = view.get(one_field)
+                if value is None:
+                    return ()
+                same = [h for h in near if h["_classes"][events] and first_day <= h["local_date"] <= last_day
+                        and h.get(one_field) == value]
+            else:
+                key = _key(view, per)
+                if None in key:
+                    return ()
+                same = [h for h in near if h["_classes"][events] and first_day <= h["local_date"] <= last_day
+                        and _key(h, per) == key]
+            if len(same) < limit:
+                return ()  # with this action, no window holds more than the limit
+            return self._over_limit(clause, view, same)
+        return count
+
+    @staticmethod
+    def _over_limit(clause: Clause, view: View, same: list[View]) -> Iterable[Finding]:
+        """The first window of `window_local_days` around the action that holds more than the limit."""
+        span = clause.window_local_days
+        first_day = view["local_date"] - timedelta(days=span - 1)
         same.append(view)
         for offset in range(span):
             start = first_day + timedelta(days=offset)
@@ -585,11 +676,13 @@ class RuleEngine:
             if not state.history and not state.references and not state.first_started:
                 del self.debtors[debtor_id]
         for actor, views in list(self._by_actor.items()):
-            kept = [v for v in views if v["_keep_until"] >= self.watermark]
-            if kept:
-                self._by_actor[actor] = kept
-            else:
+            cut = 0  # in arrival order: what arrived late stays until the views before it go
+            while cut < len(views) and views[cut]["_keep_until"] < self.watermark:
+                cut += 1
+            if cut == len(views):
                 del self._by_actor[actor]
+            elif cut:
+                del views[:cut]
 
 
 def alert_id_for(rule_id: str, version: int, trigger_event_id: str) -> str:
@@ -630,12 +723,6 @@ def _matches(f: Filter, view: View, in_class: Callable[[View, str], bool]) -> bo
             return False
     return all(_value(view, name) not in (None, "") for name in f.present) and all(
         _value(view, name) in (None, "") for name in f.absent)
-
-
-def _inside(moment: time, start: time, end: time, include_start: bool, include_end: bool) -> bool:
-    after_start = moment > start or (include_start and moment == start)
-    before_end = moment < end or (include_end and moment == end)
-    return (after_start or before_end) if start > end else (after_start and before_end)
 
 
 def _gap(clause: Clause, first: View, then: View) -> str:

@@ -105,6 +105,13 @@ class ReferenceState:
             self._certifications.setdefault(record["collector_id"], _History()).add(Grant(
                 received, str(record["event_id"]), "VALID", valid_from, valid_to))
 
+    def qualification(self, agency_id: str, collector_id: str | None, moment: datetime) -> tuple[str, str]:
+        """(licence status, certification status) at `moment`: what every action is judged with."""
+        licence, certification = self._licences.get(agency_id), self._certifications.get(collector_id or "")
+        return (licence.status_at(moment) if licence else "UNKNOWN",
+                "NOT_APPLICABLE" if collector_id is None else
+                certification.status_at(moment) if certification else "UNKNOWN")
+
     def licence_status(self, agency_id: str, moment: datetime) -> str:
         history = self._licences.get(agency_id)
         return history.status_at(moment) if history else "UNKNOWN"

@@ -190,7 +190,7 @@ def run_rules(settings: Settings, registry: CollectorRegistry, should_stop: Call
               on_ready: Callable[[], None] = lambda: None) -> RuleProcessor:
     """The rule role until `should_stop()`: learn emitted alerts, load references, replay, judge."""
     kafka = settings.kafka_client_config()
-    codec = AvroCodec(registry_for(settings.schema_registry_url))
+    codec = AvroCodec(registry_for(settings.schema_registry_url), uuids_as_text=True)
     consumer = KafkaConsumer(**kafka, group_id=GROUP, client_id="collection-audit-rules", enable_auto_commit=False,
                              auto_offset_reset="earliest", max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
                              session_timeout_ms=min(10_000, settings.kafka_max_poll_interval_ms),

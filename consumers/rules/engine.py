@@ -117,7 +117,6 @@ class RuleEngine:
         self._disorder = timedelta(0)  # the most an action arrived behind the latest one before it
         self._by_actor: dict[tuple[str, str], list[View]] = {}  # actions per agency / collector, in arrival order
         self._dispatch: dict[tuple[Any, ...], _Dispatch] = {}
-        self._judges: dict[str, _Judge] = {"sequence": self._sequence, "state": self._state}
         self._compiled: dict[int, _Judge] = {}  # id(clause) -> its judge (the ruleset keeps the clauses)
         self._texts = TextReader(lexicon, digits_matter=lexicon.reads_digits or any(
             allow.reads_digits for allow in self._allow.values()))
@@ -234,9 +233,9 @@ class RuleEngine:
             jurisdiction=jurisdiction, local_date=local.date(), local_weekday=local.isoweekday(),
             contact_key=key,
             late=state.latest is not None and at < state.latest,
-            agency_licence=self.references.licence_status(record["agency_id"], at),
-            collector_certification=self.references.certification_status(record.get("collector_id"), at),
         )
+        view["agency_licence"], view["collector_certification"] = self.references.qualification(
+            record["agency_id"], record.get("collector_id"), at)
         amount, due = record.get("amount_due_minor") is not None, record.get("due_date") is not None
         text = record.get("message_text")
         if text:
@@ -331,14 +330,14 @@ class RuleEngine:
         return self._judge_for(rule, clause)(rule, clause, view, state)
 
     def _judge_for(self, rule: Rule, clause: Clause) -> _Judge:
-        """The judge of a clause: predicates, lexicons and counts compiled once into closures over
-        their parameters."""
+        """The judge of a clause: each kind but state compiled once into a closure over its parameters."""
         judge = self._compiled.get(id(clause))
         if judge is None:
             kind = clause.kind
             judge = self._compiled[id(clause)] = self._predicate_judge(clause) if kind == "predicate" \
                 else self._lexicon_judge(rule, clause) if kind == "lexicon" \
-                else self._count_judge(clause) if kind == "count" else self._judges[kind]
+                else self._count_judge(clause) if kind == "count" \
+                else self._sequence_judge(clause) if kind == "sequence" else self._state
         return judge
 
     def _predicate_judge(self, clause: Clause) -> _Judge:
@@ -481,30 +480,35 @@ class RuleEngine:
                                 evidence=tuple(h["event_id"] for h in window if h is not view)),)
         return ()
 
-    def _sequence(self, rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
-        key = _key(view, clause.per)
-        found: list[Finding] = []
+    def _sequence_judge(self, clause: Clause) -> _Judge:
+        after, then, per, in_class = clause.after, clause.then, clause.per, self._in_class
         reach = timedelta(hours=clause.within_hours) if clause.within_hours else \
             timedelta(days=clause.within_local_days + 2)  # local dates lie within a day of UTC ones
-        if self._in_class(view, clause.then):
-            earlier = [h for h in state.between(view["_at"] - reach, view["_at"])
-                       if h["_at"] < view["_at"] and _key(h, clause.per) == key and self._in_class(h, clause.after)
-                       and self._within(clause, h, view)]
-            if earlier:
-                first = earlier[-1]
-                found.append(Finding(view, f"{clause.after.replace('_', ' ')} at "
-                                           f"{first['_local'].isoformat(timespec='seconds')} came "
-                                           f"{_gap(clause, first, view)} before",
-                                     evidence=(first["event_id"],)))
-        if self._in_class(view, clause.after):  # a late 'after' event: later actions it makes violations
-            for h in state.between(view["_at"], view["_at"] + reach):
-                if h["_at"] > view["_at"] and _key(h, clause.per) == key and self._in_class(h, clause.then) \
-                        and self._within(clause, view, h):
-                    found.append(Finding(h, f"{clause.after.replace('_', ' ')} at "
-                                            f"{view['_local'].isoformat(timespec='seconds')} (reported late) came "
-                                            f"{_gap(clause, view, h)} before", evidence=(view["event_id"],),
-                                         late=True))
-        return found
+        one_field = per[0] if len(per) == 1 and not _reads_attributes(per) else None
+        same_key: Callable[[View, View], bool] = \
+            (lambda h, view: True) if per == ("debtor_id",) else \
+            (lambda h, view: h.get(one_field) == view.get(one_field)) if one_field is not None else \
+            (lambda h, view: _key(h, per) == _key(view, per))  # the state is the debtor's: see count
+        within, what = self._within, after.replace("_", " ")
+
+        def sequence(rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
+            found: list[Finding] = []
+            at = view["_at"]
+            if in_class(view, then):
+                earlier = [h for h in state.between(at - reach, at) if h["_at"] < at and same_key(h, view)
+                           and in_class(h, after) and within(clause, h, view)]
+                if earlier:
+                    first = earlier[-1]
+                    found.append(Finding(view, f"{what} at {first['_local'].isoformat(timespec='seconds')} came "
+                                               f"{_gap(clause, first, view)} before", evidence=(first["event_id"],)))
+            if in_class(view, after):  # a late 'after' event: later actions it makes violations
+                for h in state.between(at, at + reach):
+                    if h["_at"] > at and same_key(h, view) and in_class(h, then) and within(clause, view, h):
+                        found.append(Finding(h, f"{what} at {view['_local'].isoformat(timespec='seconds')} "
+                                                f"(reported late) came {_gap(clause, view, h)} before",
+                                             evidence=(view["event_id"],), late=True))
+            return found
+        return sequence
 
     @staticmethod
     def _within(clause: Clause, first: View, then: View) -> bool:

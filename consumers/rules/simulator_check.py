@@ -45,8 +45,9 @@ class SimulationReport:
 
 
 def decoded_simulation(events: int, seed: int, violation_rate: float) -> list[tuple[bool, dict[str, Any], Any]]:
-    """(is_action, decoded record, SimEvent) for `events` simulated events, through the Avro round trip."""
-    codec = AvroCodec(CatalogRegistry(Catalog.load()))
+    """(is_action, decoded record, SimEvent) for `events` simulated events, through the Avro round trip
+    as the rule consumer decodes them."""
+    codec = AvroCodec(CatalogRegistry(Catalog.load()), uuids_as_text=True)
     sim = Simulation(SimConfig(seed=seed, debtors=2000, violation_rate=violation_rate))
     out = []
     for item in itertools.islice(sim.events(), events):

@@ -38,6 +38,26 @@ def test_round_trip_keeps_every_field(codec: AvroCodec) -> None:
     assert record["due_date"].isoformat() == "2024-11-01"
 
 
+@pytest.mark.parametrize("written", [
+    "0f8fad5b-d9cb-469f-a165-70867728950e", "0F8FAD5B-D9CB-469F-A165-70867728950E",
+    "{0f8fad5b-d9cb-469f-a165-70867728950e}", "0f8fad5bd9cb469fa16570867728950e",
+])
+def test_uuids_as_text_decodes_every_spelling_to_the_canonical_text(codec: AvroCodec, written: str) -> None:
+    record = dict(parse_event(action(), now=NOW).record, event_id=written)
+    as_text = AvroCodec(codec.registry, uuids_as_text=True)
+    decoded = as_text.decode(ACTIONS, codec.encode(ACTIONS, record)).record
+    assert decoded["event_id"] == "0f8fad5b-d9cb-469f-a165-70867728950e"
+    assert decoded == dict(codec.decode(ACTIONS, codec.encode(ACTIONS, record)).record, event_id=decoded["event_id"])
+
+
+def test_uuids_as_text_leaves_a_non_uuid_for_the_contract_to_reject(codec: AvroCodec) -> None:
+    record = dict(parse_event(action(), now=NOW).record, event_id="not-a-uuid")
+    value = codec.encode(ACTIONS, record)
+    with pytest.raises(DecodeError):  # a UUID cannot be made of it
+        codec.decode(ACTIONS, value)
+    assert AvroCodec(codec.registry, uuids_as_text=True).decode(ACTIONS, value).record["event_id"] == "not-a-uuid"
+
+
 @pytest.mark.parametrize(("value", "reason"), [
     (None, "EMPTY_VALUE"),
     (b"", "EMPTY_VALUE"),

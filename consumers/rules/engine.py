@@ -108,14 +108,16 @@ class RuleEngine:
         self._seq = itertools.count()
         self._class_filters = ruleset.classes
         # the classes that test more than the dispatch key: every other one is in every view's "_classes"
-        self._lazy_classes = {name for name, f in ruleset.classes.items() if self._residual(f) != _NO_FILTER}
+        self._class_rests = {name: self._residual(f) for name, f in ruleset.classes.items()}
+        self._lazy_classes = {name for name, rest in self._class_rests.items() if rest != _NO_FILTER}
         self._retention = state_horizon(ruleset)
         self._allow = {r.id: Lexicon((("allow", p) for p in r.allow_phrases), lexicon.normalize)
                        for r in ruleset.rules if r.allow_phrases}
         self._since_sweep = 0
         self._latest_action: datetime | None = None
         self._disorder = timedelta(0)  # the most an action arrived behind the latest one before it
-        self._by_actor: dict[tuple[str, str], list[View]] = {}  # actions per agency / collector, in arrival order
+        # actions per agency and per collector, in arrival order
+        self._by_actor: dict[str, dict[str, list[View]]] = {"agency_id": {}, "collector_id": {}}
         self._dispatch: dict[tuple[Any, ...], _Dispatch] = {}
         self._compiled: dict[int, _Judge] = {}  # id(clause) -> its judge (the ruleset keeps the clauses)
         self._texts = TextReader(lexicon, digits_matter=lexicon.reads_digits or any(
@@ -161,10 +163,11 @@ class RuleEngine:
             self._latest_action = at
         elif latest - at > self._disorder:
             self._disorder = latest - at
+        by_actor = self._by_actor
         if agency_id := view.get("agency_id"):
-            self._by_actor.setdefault(("agency_id", agency_id), []).append(view)
+            by_actor["agency_id"].setdefault(agency_id, []).append(view)
         if collector_id := view.get("collector_id"):
-            self._by_actor.setdefault(("collector_id", collector_id), []).append(view)
+            by_actor["collector_id"].setdefault(collector_id, []).append(view)
         alerts = self._alerts(findings) if findings else []
         if self.watermark_from_events:
             if self.watermark is None or at > self.watermark:
@@ -227,13 +230,16 @@ class RuleEngine:
             place = state.places[address] = (jurisdiction, zone_name, zone(zone_name), contact_key(address))
         jurisdiction, zone_name, tz, key = place
         local = at.astimezone(tz)
-        view = dict(record)
-        view.update(
-            event_id=event_id, _at=at, _local=local, _zone=zone_name,
-            jurisdiction=jurisdiction, local_date=local.date(), local_weekday=local.isoweekday(),
-            contact_key=key,
-            late=state.latest is not None and at < state.latest,
-        )
+        view = dict(record)  # assigned one by one: a third faster than update() with keywords
+        view["event_id"] = event_id
+        view["_at"] = at
+        view["_local"] = local
+        view["_zone"] = zone_name
+        view["jurisdiction"] = jurisdiction
+        view["local_date"] = local.date()
+        view["local_weekday"] = local.isoweekday()
+        view["contact_key"] = key
+        view["late"] = state.latest is not None and at < state.latest
         view["agency_licence"], view["collector_certification"] = self.references.qualification(
             record["agency_id"], record.get("collector_id"), at)
         amount, due = record.get("amount_due_minor") is not None, record.get("due_date") is not None
@@ -316,8 +322,8 @@ class RuleEngine:
     def _in_class(self, view: View, name: str) -> bool:
         classes = view["_classes"]
         known = classes.get(name)
-        if known is None:  # a class the dispatch key leaves open: checked once, the view's own copy
-            known = _matches(self._class_filters[name], view, self._in_class)
+        if known is None:  # a class the dispatch key leaves open: the rest checked once, in the view's own copy
+            known = _matches(self._class_rests[name], view, self._in_class)
             view["_classes"] = {**classes, name: known}
         return bool(known)
 
@@ -550,7 +556,7 @@ class RuleEngine:
             else ("collector_id", "collector_certification")
         findings: list[tuple[Rule, Finding]] = []
         since = record["occurred_at"]
-        for view in reversed(self._by_actor.get((field_name, record[field_name]), [])):
+        for view in reversed(self._by_actor[field_name].get(record[field_name], [])):
             if view["_at"] < since - self._disorder:
                 break  # no action that arrived before this one can be at or after `since`
             state = self.debtors.get(view["debtor_id"])
@@ -679,14 +685,15 @@ class RuleEngine:
             state.prune(self.watermark)
             if not state.history and not state.references and not state.first_started:
                 del self.debtors[debtor_id]
-        for actor, views in list(self._by_actor.items()):
-            cut = 0  # in arrival order: what arrived late stays until the views before it go
-            while cut < len(views) and views[cut]["_keep_until"] < self.watermark:
-                cut += 1
-            if cut == len(views):
-                del self._by_actor[actor]
-            elif cut:
-                del views[:cut]
+        for actors in self._by_actor.values():
+            for actor, views in list(actors.items()):
+                cut = 0  # in arrival order: what arrived late stays until the views before it go
+                while cut < len(views) and views[cut]["_keep_until"] < self.watermark:
+                    cut += 1
+                if cut == len(views):
+                    del actors[actor]
+                elif cut:
+                    del views[:cut]
 
 
 def alert_id_for(rule_id: str, version: int, trigger_event_id: str) -> str:
@@ -719,14 +726,19 @@ def _matches(f: Filter, view: View, in_class: Callable[[View, str], bool]) -> bo
     for name in f.classes:
         if not in_class(view, name):
             return False
+    get = view.get
     for name, values in f.include:
-        if _value(view, name) not in values:
+        value = get(name, _ABSENT)
+        if (_value(view, name) if value is _ABSENT else value) not in values:
             return False
     for name, values in f.exclude:
-        if _value(view, name) in values:
+        value = get(name, _ABSENT)
+        if (_value(view, name) if value is _ABSENT else value) in values:
             return False
-    return all(_value(view, name) not in (None, "") for name in f.present) and all(
-        _value(view, name) in (None, "") for name in f.absent)
+    for name in f.present:
+        if _value(view, name) in (None, ""):
+            return False
+    return not f.absent or all(_value(view, name) in (None, "") for name in f.absent)
 
 
 def _gap(clause: Clause, first: View, then: View) -> str:

@@ -138,7 +138,12 @@ class RuleEngine:
         findings: list[tuple[Rule, Finding]] = []
         exempt: set[str] = set()
         in_class = self._in_class
-        dispatch = self._dispatch_of(view)
+        key = (record.get("action_type"), record.get("direction"), record.get("counterparty"),
+               record.get("call_result"), view["jurisdiction"], bool(record.get("message_text")))
+        dispatch = self._dispatch.get(key)
+        if dispatch is None:
+            dispatch = self._dispatch[key] = self._dispatch_for(key)
+        view["_classes"] = dispatch.decided  # name -> is the action in it; `_in_class` adds what the key leaves open
         variant = 2 if dispatch.reads_references and state.references else 0
         if dispatch.reads_words and self._texts.collector_said(view["_text"], view["direction"])[1]:
             variant += 1  # lexicon clauses judge only when the collector's words match some phrase
@@ -252,27 +257,10 @@ class RuleEngine:
         view["debt_amount_disclosed"], view["due_date_disclosed"] = amount, due
         return view
 
-    def _dispatch_of(self, view: View) -> _Dispatch:
-        """The clauses the action's fixed fields (the dispatch key) do not rule out; sets the view's
-        classes (name -> is the action in it) to those the key decides alone; `_in_class` adds others."""
-        key = (view.get("action_type"), view.get("direction"), view.get("counterparty"), view.get("call_result"),
-               view["jurisdiction"], bool(view.get("message_text")))
-        dispatch = self._dispatch.get(key)
-        if dispatch is None:
-            dispatch = self._dispatch[key] = self._dispatch_for(key)
-        view["_classes"] = dispatch.decided
-        return dispatch
-        outcome = tuple(_matches(f, view, self._in_class) for _, f in dispatch.undecided)
-        classes = dispatch.class_sets.get(outcome)
-        if classes is None:
-            classes = dispatch.class_sets[outcome] = dispatch.decided | {
-                name: ok for (name, _), ok in zip(dispatch.undecided, outcome, strict=True)}
-        view["_classes"] = classes  # shared by the views of one outcome: never written to
-        return dispatch
-
     def _dispatch_for(self, key: tuple[Any, ...]) -> _Dispatch:
-        """Each clause with the rest of its filter (None when nothing is left to check) and its judge,
-        in four variants: (debtor has reference events?, collector's words match the lexicon?)."""
+        """The clauses the action's fixed fields (the dispatch key) do not rule out: each with the rest
+        of its filter (None when nothing is left to check) and its judge, in four variants: (debtor
+        has reference events?, collector's words match the lexicon?)."""
         probe = dict(zip(_DISPATCH_FIELDS, key, strict=False))
         decided = {name: self._may_match(f, probe) for name, f in self._class_filters.items()
                    if name not in self._lazy_classes or not self._may_match(f, probe)}
@@ -348,6 +336,13 @@ class RuleEngine:
 
     def _predicate_judge(self, clause: Clause) -> _Judge:
         checks = tuple(self._condition(c) for c in clause.any)
+        if len(checks) == 1:
+            only = checks[0]
+
+            def judge_one(rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
+                detail = only(view)
+                return (Finding(view, detail),) if detail else ()
+            return judge_one
 
         def judge(rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
             for check in checks:

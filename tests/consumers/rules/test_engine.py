@@ -3,7 +3,7 @@
 from dataclasses import replace
 
 from consumers.rules.engine import RuleEngine, alert_id_for
-from consumers.rules.ruleset import load_ruleset
+from consumers.rules.ruleset import Clause, load_ruleset
 from consumers.rules.simulator_check import check_simulation, decoded_simulation
 from consumers.rules.text_match import Lexicon
 from schemas.catalog import Catalog
@@ -63,3 +63,30 @@ def test_an_allow_phrase_that_names_a_digit_makes_the_engine_read_texts_as_writt
 
     assert not insulted("你这个老赖1号")
     assert insulted("你这个老赖2号")
+
+
+def test_a_count_per_several_fields_of_a_class_the_dispatch_key_leaves_open_counts_only_its_actions() -> None:
+    # the catalog counts per one field and counts classes the dispatch key decides alone; this takes the
+    # engine's other way: per (account, attributes.campaign), of collection contacts (the class reads
+    # attributes.purpose, which no dispatch key holds)
+    ruleset = load_ruleset(categories=LEXICON.categories)
+    cap = ruleset.rule("DAILY_CONTACT_CAP")
+    clause = Clause("count", events="collection_contact", per=("account_id", "attributes.campaign"),
+                    window_local_days=1, max=2)
+    ruleset.rules = [replace(rule, profiles={**rule.profiles, "CN": (clause,)}) if rule is cap else rule
+                     for rule in ruleset.rules]
+    engine, codec = RuleEngine(ruleset, LEXICON), AvroCodec(CatalogRegistry(Catalog.load()))
+
+    def capped(hour: int, campaign: str, purpose: str | None = None, account: str = "ACC-1") -> list[list[str]]:
+        attributes = {"campaign": campaign, **({"purpose": purpose} if purpose else {})}
+        event = parse_event(action(debtor_id="D-count", account_id=account, attributes=attributes,
+                                   occurred_at=f"2024-05-01T{hour:02d}:00:00+08:00"))
+        record = codec.decode(event.subject, codec.encode(event.subject, event.record)).record
+        return [alert["event_ids"] for alert in engine.on_action(record) if alert["rule_id"] == "DAILY_CONTACT_CAP"]
+
+    assert capped(9, "A") == capped(10, "A") == []
+    assert capped(11, "B") == []  # another campaign counts on its own
+    assert capped(12, "A", purpose="plan_reminder") == []  # a plan reminder is not a collection contact
+    assert capped(13, "A", account="ACC-2") == []  # nor is another account's contact counted
+    third = capped(14, "A")
+    assert len(third) == 1 and len(third[0]) == 3  # the third of the day, with the two before it

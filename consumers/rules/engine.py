@@ -119,7 +119,7 @@ class RuleEngine:
         # actions per agency and per collector, in arrival order
         self._by_actor: dict[str, dict[str, list[View]]] = {"agency_id": {}, "collector_id": {}}
         self._dispatch: dict[tuple[Any, ...], _Dispatch] = {}
-        self._compiled: dict[int, _Judge] = {}  # id(clause) -> its judge (the ruleset keeps the clauses)
+        self._compiled: dict[tuple[str, Clause], _Judge] = {}  # (rule id, clause) -> the clause's judge
         self._texts = TextReader(lexicon, digits_matter=lexicon.reads_digits or any(
             allow.reads_digits for allow in self._allow.values()))
 
@@ -325,10 +325,10 @@ class RuleEngine:
 
     def _judge_for(self, rule: Rule, clause: Clause) -> _Judge:
         """The judge of a clause: each kind but state compiled once into a closure over its parameters."""
-        judge = self._compiled.get(id(clause))
+        judge = self._compiled.get((rule.id, clause))
         if judge is None:
             kind = clause.kind
-            judge = self._compiled[id(clause)] = self._predicate_judge(clause) if kind == "predicate" \
+            judge = self._compiled[rule.id, clause] = self._predicate_judge(clause) if kind == "predicate" \
                 else self._lexicon_judge(rule, clause) if kind == "lexicon" \
                 else self._count_judge(clause) if kind == "count" \
                 else self._sequence_judge(clause) if kind == "sequence" else self._state
@@ -434,7 +434,7 @@ class RuleEngine:
         margin = timedelta(days=span + 2)  # local dates lie within a day of UTC ones
         one_field = per[0] if len(per) == 1 and not _reads_attributes(per) else None
         per_debtor = per == ("debtor_id",)  # the state is the debtor's: every action it holds is the debtor's
-        in_class = self._in_class
+        in_class, open_class = self._in_class, events in self._lazy_classes
 
         def count(rule: Rule, clause: Clause, view: View, state: DebtorState) -> Iterable[Finding]:
             if not in_class(view, events):
@@ -442,7 +442,7 @@ class RuleEngine:
             day, at = view["local_date"], view["_at"]
             first_day, last_day = day - reach, day + reach
             near = state.between(at - margin, at + margin)
-            if events in self._lazy_classes:
+            if open_class:  # not in every view's "_classes": ask each
                 near = [h for h in near if in_class(h, events)]
             if per_debtor:
                 same = [h for h in near if h["_classes"][events] and first_day <= h["local_date"] <= last_day]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
@@ -54,13 +54,23 @@ def canonical(values: list[Any] | tuple[Any, ...]) -> str:
 
 
 def content_hash(row: Mapping[str, Any], columns: tuple[str, ...]) -> str:
-    return hashlib.sha256(_encode(_hashed_values(columns)(row))).hexdigest()
+    return values_hash(_hashed_values(columns)(row))
+
+
+def values_hash(values: list[Any] | tuple[Any, ...]) -> str:
+    """The content hash of a row's values in column order, the two hashes left out."""
+    return hashlib.sha256(_encode(values)).hexdigest()
+
+
+def hashed_columns(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns a content hash covers, in its order."""
+    return tuple(c for c in columns if c not in CHAIN_COLUMNS)
 
 
 @lru_cache(maxsize=32)
 def _hashed_values(columns: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
     """A row's values in column order without the two hashes (a tuple, which JSON writes as a list)."""
-    hashed = [c for c in columns if c not in CHAIN_COLUMNS]
+    hashed = hashed_columns(columns)
     if len(hashed) == 1:
         return lambda row: (row[hashed[0]],)
     return itemgetter(*hashed)
@@ -70,7 +80,16 @@ def link(prev_hash: str, row_content_hash: str) -> str:
     return hashlib.sha256(f"{prev_hash}{row_content_hash}".encode()).hexdigest()
 
 
-def month_of(moment: datetime) -> int:
-    """The partition a row lands in: toYYYYMM(occurred_at) in UTC."""
-    utc = moment.astimezone(UTC)
+def month_of(moment: datetime | int) -> int:
+    """The partition a row lands in: toYYYYMM(occurred_at) in UTC; `moment` aware, or microseconds
+    since the epoch."""
+    if type(moment) is int:
+        return _month_of_day(moment // 86_400_000_000)
+    utc = moment.astimezone(UTC)  # type: ignore[union-attr]
     return utc.year * 100 + utc.month
+
+
+@lru_cache(maxsize=4096)
+def _month_of_day(days: int) -> int:
+    day = _EPOCH.date() + timedelta(days=days)
+    return day.year * 100 + day.month

@@ -2,7 +2,55 @@
 
 from __future__ import annotations
 
+import bisect
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+
+class BatchHistogram(Collector):
+    """A histogram with one label, observed a batch of values at a time: prometheus_client's Histogram
+    takes a lock and walks its buckets in Python for each value, about 1.5 us, once per stored event here.
+    Exposed exactly as a Histogram of the same name (`_bucket`, `_count`, `_sum`)."""
+
+    def __init__(self, name: str, documentation: str, label: str, buckets: Sequence[float],
+                 registry: CollectorRegistry) -> None:
+        self.name, self.documentation, self.label = name, documentation, label
+        self.bounds = tuple(sorted(buckets))
+        self._counts: dict[str, list[int]] = {}  # label value -> count per bucket, the last one +Inf
+        self._sums: dict[str, float] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, label_value: str, values: Iterable[float]) -> None:
+        bounds, counts, total = self.bounds, [0] * (len(self.bounds) + 1), 0.0
+        for value in values:
+            counts[bisect.bisect_left(bounds, value)] += 1  # the first bucket whose bound is >= value
+            total += value
+        with self._lock:
+            kept = self._counts.setdefault(label_value, [0] * len(counts))
+            for i, n in enumerate(counts):
+                kept[i] += n
+            self._sums[label_value] = self._sums.get(label_value, 0.0) + total
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+        with self._lock:
+            kept = [(value, list(counts), self._sums[value]) for value, counts in self._counts.items()]
+        for value, counts, total in kept:
+            cumulative, buckets = 0, []
+            for bound, n in zip((*self.bounds, float("inf")), counts, strict=True):
+                cumulative += n
+                buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
+            family.add_metric([value], buckets, total)
+        yield family
 
 
 class ConsumerMetrics:
@@ -30,10 +78,10 @@ class ConsumerMetrics:
         self.last_poll = Gauge("collection_audit_last_poll_timestamp_seconds",
                                "When the consumer last polled Kafka (unix time): /healthz of the role", ["group"],
                                registry=registry)
-        self.end_to_end = Histogram("collection_audit_end_to_end_seconds",
-                                    "Producer accepted the event -> stored (seconds)", ["table"],
-                                    buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.25, 1.5, 2,
-                                             2.5, 3, 4, 5, 10, 30, 60, 300), registry=registry)
+        self.end_to_end = BatchHistogram("collection_audit_end_to_end_seconds",
+                                         "Producer accepted the event -> stored (seconds)", "table",
+                                         buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.25, 1.5, 2,
+                                                  2.5, 3, 4, 5, 10, 30, 60, 300), registry=registry)
         self.disk_free = Gauge("collection_audit_clickhouse_disk_free_ratio",
                                "Free / total space of each ClickHouse disk, as the store's ClickHouse reports it "
                                "(inserts are refused below 0.1)", ["disk"], registry=registry)

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, NamedTuple
 
-from consumers.local_time import local_view, resolve_zone
+from consumers.local_time import local_fields, resolve_zone
 from consumers.pii import PiiMasker
 from consumers.reference_state import ReferenceState
 from consumers.text_normalization import normalize
+from consumers.trail_writer import ACTION_COLUMNS, Columns
+from schemas.contract import to_micros
 
 DEAD_LETTER_NAMESPACE = uuid.UUID("b5d0f3c2-7a4e-4f1b-9c8d-1e2f3a4b5c6d")
 
@@ -48,56 +51,50 @@ class Enricher:
         masked, redactions = self.masker.mask_text(text, region)
         return masked, redactions, normalize(masked)
 
+    def action_columns(self, records: Sequence[dict[str, Any]], topic: str, partitions: Sequence[int],
+                       offsets: Sequence[int], schema_ids: Sequence[int], ingested_at: int) -> Columns:
+        """The enriched columns of audit.actions for action records decoded plain (AvroCodec
+        `plain_subjects`: instants in microseconds, dates in days, ids as text), one value per record;
+        the chain columns are placeholders the trail writer fills. Fields stored as they are go to their
+        columns in one transposition; what is derived is computed per record and transposed once."""
+        n = len(records)
+        if not n:
+            return {c: [] for c in ACTION_COLUMNS}
+        columns: Columns = dict(zip(_KEPT_COLUMNS, map(list, zip(*map(_kept_fields, records), strict=True)),
+                                    strict=True))
+        profiles, default = self.state.profiles, self.default_jurisdiction
+        licence, certification = self.state.licence_status, self.state.certification_status
+        read_text, mask_address, mask_values = self.read_text, self.masker.mask_address, self.masker.mask_values
+        derived = []
+        for record in records:
+            profile = profiles.get(record["debtor_id"])
+            if profile is None:
+                zone_of_profile, region, jurisdiction = None, None, default
+            else:
+                zone_of_profile, region, jurisdiction = profile.timezone, profile.phone_region, \
+                    profile.jurisdiction or default
+            address, occurred = record["contact_address"], record["occurred_at"]
+            zone, zone_source = resolve_zone(zone_of_profile, address if record["counterparty"] == "DEBTOR" else None,
+                                             region, jurisdiction)
+            text, redactions, normalized = read_text(record["message_text"], region)
+            attributes, due = record["attributes"], record["due_date"]
+            moment = _EPOCH + timedelta(microseconds=occurred)  # reference state is kept in datetimes
+            derived.append((
+                *mask_address(address, region), text, normalized, redactions,
+                None if due is None else _date(due), mask_values(attributes, region) if attributes else {},
+                jurisdiction, zone, zone_source, *local_fields(occurred, zone),
+                licence(record["agency_id"], moment), certification(record["collector_id"], moment)))
+        columns.update(zip(_DERIVED_COLUMNS, map(list, zip(*derived, strict=True)), strict=True))
+        columns.update(out_of_order=[False] * n, chain_seq=[0] * n, prev_hash=[""] * n, row_hash=[""] * n,
+                       kafka_topic=[topic] * n, kafka_partition=list(partitions), kafka_offset=list(offsets),
+                       schema_id=list(schema_ids), ingested_at=[ingested_at] * n)
+        return columns
+
     def action_row(self, record: dict[str, Any], origin: Provenance) -> dict[str, Any]:
-        debtor = record["debtor_id"]
-        profile = self.state.profiles.get(debtor)
-        jurisdiction = (profile.jurisdiction if profile else None) or self.default_jurisdiction
-        region = profile.phone_region if profile else None
-        own_phone = record["contact_address"] if record["counterparty"] == "DEBTOR" else None
-        zone, zone_source = resolve_zone(profile.timezone if profile else None, own_phone, region, jurisdiction)
-        local_text, local = local_view(record["occurred_at"], zone)
-        text, redactions, normalized = self.read_text(record["message_text"], region)
-        address_hash, address_last4 = self.masker.mask_address(record["contact_address"], region)
-        return {
-            "event_id": record["event_id"],
-            "occurred_at": record["occurred_at"],
-            "occurred_offset_minutes": record["occurred_at_offset_minutes"],
-            "produced_at": record["produced_at"],
-            "source_system": record["source_system"],
-            "agency_id": record["agency_id"],
-            "debtor_id": debtor,
-            "account_id": record["account_id"],
-            "collector_id": record["collector_id"],
-            "action_type": record["action_type"],
-            "direction": record["direction"],
-            "counterparty": record["counterparty"],
-            "contact_address_hash": address_hash,
-            "contact_address_last4": address_last4,
-            "message_text": text,
-            "message_text_normalized": normalized,
-            "pii_redactions": redactions,
-            "recording_id": record["recording_id"],
-            "duration_seconds": record["duration_seconds"],
-            "call_result": record["call_result"],
-            "automated": record["automated"],
-            "staff_count": record["staff_count"],
-            "credentials_shown": record["credentials_shown"],
-            "amount_due_minor": record["amount_due_minor"],
-            "currency": record["currency"],
-            "due_date": record["due_date"],
-            "attributes": self.masker.mask_values(record["attributes"], region),
-            "jurisdiction": jurisdiction,
-            "debtor_timezone": zone,
-            "timezone_source": zone_source,
-            "local_time": local_text,
-            "local_date": local.date(),
-            "local_hour": local.hour,
-            "local_weekday": local.isoweekday(),
-            "agency_license_status": self.state.licence_status(record["agency_id"], record["occurred_at"]),
-            "collector_cert_status": self.state.certification_status(record["collector_id"], record["occurred_at"]),
-            "out_of_order": False,
-            **_provenance(origin),
-        }
+        """One action's row (action_columns for one record, decoded either way)."""
+        columns = self.action_columns([plain_action(record)], origin.topic, [origin.partition], [origin.offset],
+                                      [origin.schema_id], to_micros(origin.ingested_at))
+        return {name: values[0] for name, values in columns.items()}
 
     def reference_row(self, record: dict[str, Any], key: str, origin: Provenance) -> dict[str, Any]:
         address_hash, address_last4 = self.masker.mask_address(record["contact_address"], record["phone_region"])
@@ -117,6 +114,40 @@ class Enricher:
         row.update(summary=self.masker.mask_text(record["summary"])[0],
                    evidence=self.masker.mask_values(record["evidence"]), **_provenance(origin))
         return row
+
+
+# audit.actions: the fields stored as they are (column <- field), then those derived, in that order.
+_KEPT = (
+    ("event_id", "event_id"), ("occurred_at", "occurred_at"), ("occurred_offset_minutes", "occurred_at_offset_minutes"),
+    ("produced_at", "produced_at"), ("source_system", "source_system"), ("agency_id", "agency_id"),
+    ("debtor_id", "debtor_id"), ("account_id", "account_id"), ("collector_id", "collector_id"),
+    ("action_type", "action_type"), ("direction", "direction"), ("counterparty", "counterparty"),
+    ("recording_id", "recording_id"), ("duration_seconds", "duration_seconds"), ("call_result", "call_result"),
+    ("automated", "automated"), ("staff_count", "staff_count"), ("credentials_shown", "credentials_shown"),
+    ("amount_due_minor", "amount_due_minor"), ("currency", "currency"))
+_KEPT_COLUMNS = tuple(column for column, _ in _KEPT)
+_kept_fields = itemgetter(*(field for _, field in _KEPT))
+_DERIVED_COLUMNS = (
+    "contact_address_hash", "contact_address_last4", "message_text", "message_text_normalized", "pii_redactions",
+    "due_date", "attributes", "jurisdiction", "debtor_timezone", "timezone_source", "local_time", "local_date",
+    "local_hour", "local_weekday", "agency_license_status", "collector_cert_status")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def plain_action(record: dict[str, Any]) -> dict[str, Any]:
+    """An action record as a plain decode gives it (instants in microseconds, the due date in days, the
+    id as text), whichever way each of those fields was decoded."""
+    occurred, produced, due, event_id = (record["occurred_at"], record["produced_at"], record["due_date"],
+                                         record["event_id"])
+    return record | {"event_id": event_id if type(event_id) is str else str(event_id),
+                     "occurred_at": occurred if type(occurred) is int else to_micros(occurred),
+                     "produced_at": produced if type(produced) is int else to_micros(produced),
+                     "due_date": due if due is None or type(due) is int else (due - _EPOCH.date()).days}
+
+
+@lru_cache(maxsize=100_000)
+def _date(days: int) -> date:
+    return _EPOCH.date() + timedelta(days=days)
 
 
 def dead_letter_row(reason: str, detail: str, group: str, topic: str, partition: int, offset: int,

@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
-from uuid import UUID
 
 from clickhouse_connect.driver.client import Client
 
-from consumers.hash_chain import GENESIS, content_hash, link, month_of
+from consumers.hash_chain import GENESIS, hashed_columns, link, month_of, values_hash
+from schemas.contract import to_micros
 
 _ACTION_COLUMNS = (
     "event_id", "occurred_at", "occurred_offset_minutes", "produced_at", "source_system", "agency_id", "debtor_id",
@@ -55,7 +56,8 @@ class TrailTable:
     lookup_range: tuple[str, str] = ("occurred_at", "DateTime64(6, 'UTC')")
 
 
-ACTIONS = TrailTable("audit.actions", "event_id", "debtor_id", "occurred_at", _ACTION_COLUMNS + _TRAIL)
+ACTION_COLUMNS = _ACTION_COLUMNS + _TRAIL
+ACTIONS = TrailTable("audit.actions", "event_id", "debtor_id", "occurred_at", ACTION_COLUMNS)
 REFERENCE_EVENTS = TrailTable("audit.reference_events", "event_id", "entity_key", "occurred_at",
                               _REFERENCE_COLUMNS + _TRAIL, lookup_key="entity_key")
 ALERTS = TrailTable("audit.alerts", "alert_id", "debtor_id", "occurred_at", _ALERT_COLUMNS + _TRAIL, id_is_uuid=False)
@@ -72,6 +74,15 @@ DEAD_LETTERS = TrailTable("audit.dead_letters", "dead_letter_id", None, "failed_
 _PARAMETER_BYTES = 96 * 1024
 
 Head = tuple[int, str]  # (chain_seq, row_hash) of the newest stored row of a chain
+Columns = dict[str, list[Any]]  # column name -> its values, one per row
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def columns_of(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Columns:
+    """Rows (dicts) as the table's columns."""
+    if not rows:
+        return {c: [] for c in columns}
+    return dict(zip(columns, map(list, zip(*map(itemgetter(*columns), rows), strict=True)), strict=True))
 
 
 class TrailWriter:
@@ -79,8 +90,9 @@ class TrailWriter:
         self.client = client
         self.table = table
         self._heads: OrderedDict[str, dict[int, Head]] = OrderedDict()  # key -> month -> head
-        self._latest: dict[str, Any] = {}  # key -> newest event time stored (actions: out_of_order)
+        self._latest: dict[str, int] = {}  # key -> newest event time stored, in microseconds (out_of_order)
         self._max_cached = max_cached_keys
+        self._hashed = hashed_columns(table.columns)
 
     def forget(self) -> None:
         """Drop cached chain heads (after a failed insert: what was stored is unknown)."""
@@ -89,80 +101,113 @@ class TrailWriter:
 
     def write(self, rows: list[dict[str, Any]]) -> int:
         """Store rows not stored yet, in the given (offset) order; returns how many were inserted."""
-        if not rows:
+        return self.write_columns(columns_of(rows, self.table.columns))
+
+    def write_columns(self, columns: Columns) -> int:
+        """`write` for a batch given as columns (every column of the table; the chain columns and
+        `out_of_order` are filled in here). Instants may be aware datetimes or microseconds, ids UUIDs
+        or their canonical text."""
+        table = self.table
+        ids = columns[table.id_column]
+        if not ids:
             return 0
-        id_column, key_column = self.table.id_column, self.table.key_column
-        ids = [row[id_column] for row in rows]
-        if self.table.id_is_uuid:
-            ids = [i if type(i) is UUID else UUID(str(i)) for i in ids]
-        stored = self._stored_ids(rows)
+        if table.id_is_uuid:
+            ids = [i if type(i) is str else str(i) for i in ids]
+        stored = self._stored_ids(columns, ids)
         fresh, seen = [], set()
-        for row, row_id in zip(rows, ids, strict=True):
+        for index, row_id in enumerate(ids):
             if row_id not in stored and row_id not in seen:
                 seen.add(row_id)
-                fresh.append(row)
+                fresh.append(index)
         if not fresh:
             return 0
-        if key_column is not None:
-            self._load_heads({row[key_column] for row in fresh})
-            for row in fresh:
-                self._chain(row)
-        columns = self.table.columns
-        self.client.insert(self.table.name, [[row[c] for row in fresh] for c in columns], column_names=columns,
+        if len(fresh) < len(ids):
+            columns = {name: [values[i] for i in fresh] for name, values in columns.items()}
+        if table.key_column is not None:
+            self._chain(columns)
+        self.client.insert(table.name, [columns[c] for c in table.columns], column_names=table.columns,
                            column_oriented=True)
         while len(self._heads) > self._max_cached:  # evict only once the batch is chained and stored
             evicted, _ = self._heads.popitem(last=False)
             self._latest.pop(evicted, None)
         return len(fresh)
 
-    def _chain(self, row: dict[str, Any]) -> None:
-        key, when = row[self.table.key_column], row[self.table.time_column]  # type: ignore[index]
-        months = self._heads[key]
-        month = month_of(when)
-        seq, prev = months.get(month, (0, GENESIS))
-        if "out_of_order" in row:
-            latest = self._latest.get(key)
-            row["out_of_order"] = latest is not None and when < latest
-            if latest is None or when > latest:
-                self._latest[key] = when
-        row["chain_seq"] = seq + 1
-        row["prev_hash"] = prev
-        row["row_hash"] = link(prev, content_hash(row, self.table.columns))
-        months[month] = (seq + 1, row["row_hash"])
-        self._heads.move_to_end(key)
+    def _chain(self, columns: Columns) -> None:
+        """Link the rows into their chains, in order: chain_seq, prev_hash, row_hash (and out_of_order:
+        arrived after a later row of the same key) of each, continuing from each chain's head."""
+        table, heads, latest_of = self.table, self._heads, self._latest
+        keys = columns[table.key_column]  # type: ignore[index]
+        times = [t if type(t) is int else to_micros(t) for t in columns[table.time_column]]
+        self._load_heads(set(keys))
+        flags = "out_of_order" in columns
+        hashed = self._hashed
+        seq_at = hashed.index("chain_seq")
+        flag_at = hashed.index("out_of_order") if flags else -1
+        values = list(map(list, zip(*[columns[c] for c in hashed], strict=True)))
+        seqs, prevs, hashes, out_of_order = [], [], [], []
+        for key, when, row in zip(keys, times, values, strict=True):
+            months = heads[key]
+            month = month_of(when)
+            seq, prev = months.get(month, (0, GENESIS))
+            if flags:
+                latest = latest_of.get(key)
+                late = latest is not None and when < latest
+                if latest is None or when > latest:
+                    latest_of[key] = when
+                row[flag_at] = late
+                out_of_order.append(late)
+            seq += 1
+            row[seq_at] = seq
+            row_hash = link(prev, values_hash(row))
+            months[month] = (seq, row_hash)
+            heads.move_to_end(key)
+            seqs.append(seq)
+            prevs.append(prev)
+            hashes.append(row_hash)
+        columns.update(chain_seq=seqs, prev_hash=prevs, row_hash=hashes)
+        if flags:
+            columns["out_of_order"] = out_of_order
 
-    def _stored_ids(self, rows: list[dict[str, Any]]) -> set[Any]:
+    def _stored_ids(self, columns: Columns, ids: list[Any]) -> set[Any]:
         """The ids of these rows that are already stored: every stored id of the rows' keys over the
         rows' range, kept if it is one of theirs. One primary-key range read per batch, not a list of
         thousands of ids for ClickHouse to parse (about 5x the cost). When the range holds far more of
         those keys than the batch (history sent again in no time order), the reads name the ids too."""
-        ordered = sorted(rows, key=itemgetter(self.table.lookup_range[0]))
-        keys = [row[self.table.lookup_key] for row in ordered]
+        table = self.table
+        range_values = columns[table.lookup_range[0]]
+        if table.lookup_range[1].startswith("DateTime"):
+            range_values = [t if type(t) is int else to_micros(t) for t in range_values]
+        order = sorted(range(len(ids)), key=range_values.__getitem__)
+        keys = [columns[table.lookup_key][i] for i in order]
         stored: list[str] = []
         for start, end in _parameter_parts(keys):
+            part = order[start:end]
+            low, high = range_values[part[0]], range_values[part[-1]]
             limit = 2 * (end - start) + 1_000
-            found = self._read_stored(ordered[start:end], keys[start:end], limit=limit)
+            found = self._read_stored(keys[start:end], low, high, limit=limit)
             if len(found) >= limit:  # the ids are one parameter too: read in parts under the same bound
-                ids = [str(row[self.table.id_column]) for row in ordered[start:end]]
-                found = [i for first, last in _parameter_parts(ids)
-                         for i in self._read_stored(ordered[start + first:start + last],
-                                                    keys[start + first:start + last], name_ids=True)]
+                part_ids = [str(ids[i]) for i in part]
+                found = [i for first, last in _parameter_parts(part_ids)
+                         for i in self._read_stored(keys[start + first:start + last],
+                                                    range_values[part[first]], range_values[part[last - 1]],
+                                                    ids=part_ids[first:last])]
             stored += found
-        return {UUID(i) for i in stored} if self.table.id_is_uuid else set(stored)
+        return set(stored)
 
-    def _read_stored(self, ordered: list[dict[str, Any]], keys: list[str], limit: int | None = None,
-                     name_ids: bool = False) -> list[str]:
-        """Stored ids of `keys` over the range of `ordered` (those of its ids, with `name_ids`); at most
+    def _read_stored(self, keys: list[str], low: Any, high: Any, limit: int | None = None,
+                     ids: list[str] | None = None) -> list[str]:
+        """Stored ids (as text) of `keys` between `low` and `high` (of those `ids`, if given); at most
         `limit` of them."""
         table = self.table
         range_column, range_type = table.lookup_range
         where = f"{table.lookup_key} IN {{keys:Array(String)}} AND {range_column} BETWEEN {{low:{range_type}}} " \
                 f"AND {{high:{range_type}}}"
-        parameters: dict[str, Any] = {"keys": list(set(keys)), "low": ordered[0][range_column],
-                                      "high": ordered[-1][range_column]}
-        if name_ids:
+        if range_type.startswith("DateTime"):
+            low, high = _EPOCH + timedelta(microseconds=low), _EPOCH + timedelta(microseconds=high)
+        parameters: dict[str, Any] = {"keys": list(set(keys)), "low": low, "high": high}
+        if ids is not None:
             where += f" AND {table.id_column} IN {{ids:Array({'UUID' if table.id_is_uuid else 'String'})}}"
-            parameters["ids"] = [row[table.id_column] for row in ordered]
+            parameters["ids"] = ids
         result = self.client.query(f"SELECT toString({table.id_column}) FROM {table.name} WHERE {where}"
                                    + ("" if limit is None else f" LIMIT {int(limit)}"), parameters=parameters)
         return [row[0] for row in result.result_rows]
@@ -176,13 +221,13 @@ class TrailWriter:
             for start, end in _parameter_parts(missing):
                 result = self.client.query(
                     f"SELECT {key_column}, toYYYYMM({time_column}) AS month, max(chain_seq), "
-                    f"argMax(row_hash, chain_seq), max({time_column}) FROM {self.table.name} "
-                    f"WHERE {key_column} IN {{keys:Array(String)}} GROUP BY {key_column}, month",
+                    f"argMax(row_hash, chain_seq), toUnixTimestamp64Micro(max({time_column})) "
+                    f"FROM {self.table.name} WHERE {key_column} IN {{keys:Array(String)}} GROUP BY {key_column}, month",
                     parameters={"keys": missing[start:end]})
                 for key, month, seq, row_hash, latest in result.result_rows:
                     self._heads[key][int(month)] = (int(seq), row_hash)
                     if key not in self._latest or latest > self._latest[key]:
-                        self._latest[key] = latest
+                        self._latest[key] = int(latest)
 
 
 def _parameter_parts(keys: list[str]) -> Iterator[tuple[int, int]]:

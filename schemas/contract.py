@@ -43,6 +43,7 @@ _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
 )
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TIMEZONES = frozenset(available_timezones())
 
 
@@ -392,6 +393,8 @@ def _valid_unicode(text: str) -> bool:
 def _is_uuid(value: Any) -> bool:
     if isinstance(value, uuid.UUID):  # Avro's uuid logical type decodes to one
         return True
+    if type(value) is str and _CANONICAL_UUID.fullmatch(value):  # decoded as text (AvroCodec)
+        return True
     try:
         uuid.UUID(str(value))
     except ValueError:
@@ -407,6 +410,10 @@ def _blank(value: Any) -> bool:
 # and block the partition, so it is a contract violation (a dead letter) instead.
 _STORABLE_INSTANTS = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2262, 4, 11, tzinfo=UTC))
 _STORABLE_DATES = (date(1900, 1, 1), date(2299, 12, 31))
+# The same in the values a plain decode (AvroCodec plain_subjects) leaves: microseconds and days since 1970.
+_STORABLE_MICROS = (to_micros(_STORABLE_INSTANTS[0]), to_micros(_STORABLE_INSTANTS[1]))
+_STORABLE_DAYS = ((_STORABLE_DATES[0] - _EPOCH_DATE).days, (_STORABLE_DATES[1] - _EPOCH_DATE).days)
+_EARLIEST_MICROS = to_micros(EARLIEST)
 _STORABLE_INTS = {"duration_seconds": (0, 2**32 - 1), "staff_count": (0, 2**16 - 1),
                   "occurred_at_offset_minutes": (-18 * 60, 18 * 60), "rule_version": (0, 2**16 - 1)}
 
@@ -415,11 +422,16 @@ def _storable_problems(topic: str, record: Mapping[str, Any]) -> list[FieldError
     problems = []
     for field in ("occurred_at", "produced_at", "valid_from", "valid_to", "detected_at"):
         value = record.get(field)
-        if value is not None and not _STORABLE_INSTANTS[0] <= value < _STORABLE_INSTANTS[1]:
-            problems.append(FieldError(field, f"{value.isoformat()} is outside 1900-2262"))
+        if value is None:
+            continue
+        bounds: tuple[Any, Any] = _STORABLE_MICROS if type(value) is int else _STORABLE_INSTANTS
+        if not bounds[0] <= value < bounds[1]:
+            problems.append(FieldError(field, f"{_shown(value, 'microseconds')} is outside 1900-2262"))
     due = record.get("due_date")
-    if due is not None and not _STORABLE_DATES[0] <= due <= _STORABLE_DATES[1]:
-        problems.append(FieldError("due_date", f"{due.isoformat()} is outside 1900-2299"))
+    if due is not None:
+        bounds = _STORABLE_DAYS if type(due) is int else _STORABLE_DATES
+        if not bounds[0] <= due <= bounds[1]:
+            problems.append(FieldError("due_date", f"{_shown(due, 'days')} is outside 1900-2299"))
     for field, (low, high) in _STORABLE_INTS.items():
         value = record.get(field)
         if value is not None and not low <= value <= high:
@@ -427,15 +439,28 @@ def _storable_problems(topic: str, record: Mapping[str, Any]) -> list[FieldError
     return problems
 
 
+def _shown(value: Any, unit: str) -> str:
+    """A decoded instant or date as ISO text; one decoded plain (an integer) as that when it is in range."""
+    if type(value) is not int:
+        return str(value.isoformat())
+    try:
+        moment = _EPOCH + timedelta(**{unit: value})
+    except OverflowError:
+        return f"{value} {unit} since 1970"
+    return (moment.date() if unit == "days" else moment).isoformat()
+
+
 def record_problems(topic: str, record: Mapping[str, Any]) -> list[FieldError]:
     """The contract rules a decoded Avro record can still break (schema-valid is not contract-valid):
-    what a consumer checks before it stores an event from a producer that bypassed our SDK."""
+    what a consumer checks before it stores an event from a producer that bypassed our SDK. Instants,
+    dates and ids may be decoded (datetime, date, UUID) or plain (microseconds, days, text)."""
     problems = _storable_problems(topic, record)
     if topic == TOPIC_ALERTS:
         return problems
     if not _is_uuid(record["event_id"]):
         problems.append(FieldError("event_id", f"{record['event_id']!r} is not a UUID"))
-    if record["occurred_at"] < EARLIEST:
+    occurred = record["occurred_at"]
+    if occurred < (_EARLIEST_MICROS if type(occurred) is int else EARLIEST):
         problems.append(FieldError("occurred_at", f"before {EARLIEST.date()}"))
     if topic == TOPIC_ACTIONS:
         for field in ("source_system", "agency_id", "debtor_id", "account_id"):

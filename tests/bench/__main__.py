@@ -42,6 +42,8 @@ ROWS = [
     *(Row("producers", key, label, "events/s") for key, label in producers_bench.LABELS.items()),
     Row("store", "ceiling_kafka_consume_per_s", store_bench.LABELS["ceiling_kafka_consume_per_s"], "records/s"),
     Row("store", "ceiling_avro_decode_per_s", store_bench.LABELS["ceiling_avro_decode_per_s"], "records/s"),
+    Row("store", "ceiling_avro_decode_plain_per_s", store_bench.LABELS["ceiling_avro_decode_plain_per_s"],
+        "records/s"),
     Row("store", "ceiling_clickhouse_insert_rows_per_s", store_bench.LABELS["ceiling_clickhouse_insert_rows_per_s"],
         "rows/s"),
     Row("store", "store_end_to_end_per_s", store_bench.LABELS["store_end_to_end_per_s"], "events/s"),

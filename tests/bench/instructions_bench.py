@@ -10,10 +10,10 @@ functions that take the most of that difference are listed, C and Python alike.
 
 - engine: the rule engine judging the decoded simulated events of the `rules` section;
 - store: what a store consumer does to each record of the `store` section between Kafka and
-  ClickHouse -- decode with the writer's schema, validate, enrich (reference state, local time, PII,
-  normalised text), content hash and chain link. Kafka's record unpacking and the insert are left
-  out: they are their own ceilings in the `store` section, and their threads would make the count
-  vary.
+  ClickHouse, in batches of 10,000 as it takes them -- decode with the writer's schema, validate, enrich
+  (reference state, local time, PII, normalised text) into columns, content hash and chain link.
+  Kafka's record unpacking and the insert are left out: they are their own ceilings in the `store`
+  section, and their threads would make the count vary.
 """
 
 from __future__ import annotations
@@ -48,38 +48,49 @@ def judge(stream_path: str, count: int) -> None:
 
 
 def store(values_path: str, count: int) -> None:
-    """Child process: the store's work on the first `count` records of pickled (topic, key, value)s."""
+    """Child process: the store's work on the first `count` records of pickled (topic, key, value)s, in
+    batches of 10,000 as the store takes them: decode, validate, enrich into columns, hash and link."""
     from datetime import UTC, datetime
 
     from consumers.consumer_loop import tune_gc
-    from consumers.hash_chain import GENESIS, content_hash, link
+    from consumers.hash_chain import GENESIS, hashed_columns, link, values_hash
     from consumers.pii import PiiMasker
     from consumers.reference_state import ReferenceState
+    from consumers.store_consumer import store_codec
     from consumers.store_rows import Enricher, Provenance
-    from consumers.trail_writer import ACTIONS, REFERENCE_EVENTS
-    from schemas import TOPIC_REFERENCE, value_subject
+    from consumers.trail_writer import ACTIONS, REFERENCE_EVENTS, columns_of
+    from schemas import TOPIC_ACTIONS, TOPIC_REFERENCE, value_subject
     from schemas.catalog import Catalog
-    from schemas.codec import AvroCodec
-    from schemas.contract import record_problems
+    from schemas.contract import record_problems, to_micros
     from schemas.registry import CatalogRegistry
 
     values = pickle.loads(Path(values_path).read_bytes())
-    codec = AvroCodec(CatalogRegistry(Catalog.load()))
+    codec = store_codec(CatalogRegistry(Catalog.load()))
     enricher = Enricher(PiiMasker(bytes(32)), ReferenceState())
     ingested_at, heads = datetime(2026, 1, 1, tzinfo=UTC), {}
     tune_gc()
-    for offset, (topic, key, value) in enumerate(values[:count]):
-        decoded = codec.decode(value_subject(topic), value)
-        if record_problems(topic, decoded.record):
-            raise RuntimeError(f"simulated record {offset} is invalid")
-        origin = Provenance(topic, 0, offset, decoded.schema_id, ingested_at)
-        if topic == TOPIC_REFERENCE:
-            enricher.state.apply(decoded.record)
-            row, table = enricher.reference_row(decoded.record, key.decode(), origin), REFERENCE_EVENTS
-        else:
-            row, table = enricher.action_row(decoded.record, origin), ACTIONS
-        chain = row[table.key_column]
-        heads[chain] = row["row_hash"] = link(heads.get(chain, GENESIS), content_hash(row, table.columns))
+    for start in range(0, count, 10_000):
+        actions, references = [], []
+        for offset, (topic, key, value) in enumerate(values[start:min(count, start + 10_000)], start):
+            decoded = codec.decode(value_subject(topic), value)
+            if record_problems(topic, decoded.record):
+                raise RuntimeError(f"simulated record {offset} is invalid")
+            if topic == TOPIC_REFERENCE:
+                enricher.state.apply(decoded.record)
+                references.append(enricher.reference_row(decoded.record, key.decode(),
+                                                         Provenance(topic, 0, offset, decoded.schema_id, ingested_at)))
+            else:
+                actions.append((decoded.record, offset, decoded.schema_id))
+        batches = [(REFERENCE_EVENTS, columns_of(references, REFERENCE_EVENTS.columns))]
+        if actions:
+            records, offsets, schema_ids = zip(*actions, strict=True)
+            batches.append((ACTIONS, enricher.action_columns(records, TOPIC_ACTIONS, [0] * len(records), offsets,
+                                                            schema_ids, to_micros(ingested_at))))
+        for table, columns in batches:
+            hashed = hashed_columns(table.columns)
+            rows = zip(*[columns[c] for c in hashed], strict=True)
+            for chain, row in zip(columns[table.key_column], rows, strict=True):
+                heads[chain] = link(heads.get(chain, GENESIS), values_hash(row))
 
 
 def _counted(part: str, data_path: Path, count: int, out: Path) -> tuple[int, dict[str, int]]:

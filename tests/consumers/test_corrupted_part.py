@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from consumers.metrics import ConsumerMetrics
 from consumers.store_consumer import StoreProcessor
+from consumers.store_rows import plain_action
 from consumers.trail_writer import ACTIONS, TrailWriter
 from deploy.clickhouse_client import ClickHouseCorrupted, is_corruption
 from tests.conftest import unique_token
@@ -23,14 +24,15 @@ pytestmark = pytest.mark.stack
 
 
 def record(debtor: str, offset: int) -> dict[str, Any]:
-    """An action as the store decodes it, before enrichment."""
+    """An action as the store decodes it (plain), before enrichment."""
     at = datetime(2024, 6, 1, 3, offset, tzinfo=UTC)
-    return {"event_id": uuid.uuid4(), "occurred_at": at, "occurred_at_offset_minutes": 480, "produced_at": at,
+    return plain_action({
+            "event_id": uuid.uuid4(), "occurred_at": at, "occurred_at_offset_minutes": 480, "produced_at": at,
             "source_system": "t", "agency_id": "AG", "debtor_id": debtor, "account_id": "A",
             "collector_id": None, "action_type": "SMS", "direction": "OUTBOUND", "counterparty": "DEBTOR",
             "contact_address": None, "message_text": "hello", "recording_id": None, "duration_seconds": None,
             "call_result": None, "automated": True, "staff_count": None, "credentials_shown": None,
-            "amount_due_minor": None, "currency": None, "due_date": None, "attributes": {}}
+            "amount_due_minor": None, "currency": None, "due_date": None, "attributes": {}})
 
 
 def test_a_corrupted_part_stops_the_store_with_what_happened(clickhouse: Client) -> None:

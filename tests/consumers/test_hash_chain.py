@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from consumers.hash_chain import GENESIS, canonical, content_hash, link, month_of
+from consumers.hash_chain import GENESIS, canonical, content_hash, hashed_columns, link, month_of, values_hash
 from consumers.trail_writer import ACTIONS, ALERTS, DEAD_LETTERS, REFERENCE_EVENTS
+from schemas.contract import to_micros
 
 COLUMNS = ("id", "when", "text", "flag", "tags", "attrs", "missing", "chain_seq", "prev_hash", "row_hash")
 ROW = {"id": uuid.UUID(int=1), "when": datetime(2024, 5, 1, 2, tzinfo=UTC), "text": "您好", "flag": True,
@@ -44,6 +45,17 @@ def test_link_depends_on_the_previous_hash() -> None:
 
 def test_month_of_is_the_utc_month() -> None:
     assert month_of(datetime(2024, 5, 31, 23, 30, tzinfo=UTC)) == 202405
+    assert month_of(to_micros(datetime(2024, 5, 31, 23, 59, 59, 999_999, tzinfo=UTC))) == 202405
+    assert month_of(to_micros(datetime(2024, 6, 1, tzinfo=UTC))) == 202406
+    assert month_of(to_micros(datetime(1969, 12, 31, 23, 59, tzinfo=UTC))) == 196912
+
+
+def test_a_row_hashes_alike_with_instants_as_microseconds_and_ids_as_text() -> None:
+    """The store keeps an action's instants in microseconds and its id as text (a plain decode); verify
+    recomputes the hash from what ClickHouse returns, datetimes and UUIDs."""
+    plain = {**ROW, "id": str(ROW["id"]), "when": to_micros(ROW["when"])}
+    assert content_hash(plain, COLUMNS) == content_hash(ROW, COLUMNS)
+    assert values_hash([plain[c] for c in hashed_columns(COLUMNS)]) == content_hash(ROW, COLUMNS)
 
 
 def _stdlib_plain(value: Any) -> Any:

@@ -1,8 +1,10 @@
-from datetime import UTC, datetime
+import random
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumers.local_time import local_view, resolve_zone
+from consumers.local_time import local_fields, local_view, resolve_zone
+from schemas.contract import to_micros
 
 
 @pytest.mark.parametrize(("profile", "phone", "region", "jurisdiction", "expected"), [
@@ -30,3 +32,24 @@ def test_zone_resolution_order(profile: str | None, phone: str | None, region: s
 def test_local_view_is_dst_correct(utc: datetime, zone: str, text: str, hour: int) -> None:
     rendered, local = local_view(utc, zone)
     assert rendered == text and local.hour == hour
+
+
+# Zones with DST of 30 minutes (Lord Howe), offsets of 45 and 30 minutes, historical offsets in seconds
+# (before 1900-1930 most zones kept local mean time), and a zone whose DST was suspended in Ramadan.
+ZONES = ("America/New_York", "Asia/Shanghai", "Europe/London", "Australia/Lord_Howe", "Asia/Kathmandu",
+         "Pacific/Chatham", "America/St_Johns", "Africa/Casablanca", "Europe/Dublin")
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_local_fields_from_microseconds_are_local_view_exactly(zone: str) -> None:
+    """local_fields looks the offset up once per UTC hour: every minute of a year (each with a stray
+    microsecond, which the text must show) and random instants over two centuries agree with the datetime
+    conversion, DST changes and historical offsets included."""
+    start, rng = to_micros(datetime(2024, 1, 1, tzinfo=UTC)), random.Random(zone)
+    instants = [start + minute * 60_000_000 + (minute % 2) * 999_999 for minute in range(0, 366 * 24 * 60, 11)]
+    for _ in range(5_000):  # whole seconds and not
+        micros = rng.randrange(to_micros(datetime(1900, 1, 2, tzinfo=UTC)), to_micros(datetime(2100, 1, 1, tzinfo=UTC)))
+        instants.append(micros - micros % rng.choice((1, 1_000_000)))
+    for micros in instants:
+        text, local = local_view(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros), zone)
+        assert local_fields(micros, zone) == (text, local.date(), local.hour, local.isoweekday()), micros

@@ -20,18 +20,19 @@ from typing import Any
 
 from consumers.pii import PiiMasker
 from consumers.reference_state import ReferenceState
+from consumers.store_consumer import store_codec
 from consumers.store_rows import Enricher, Provenance
 from producers.http_ingest import parse_body
 from producers.jsonl_import import parse_line
 from schemas import TOPIC_ACTIONS, TOPIC_ALERTS, TOPIC_REFERENCE, value_subject
 from schemas.catalog import Catalog
-from schemas.codec import AvroCodec, DecodeError
-from schemas.contract import EventRejected, ValidatedEvent, parse_event, record_problems
+from schemas.codec import DecodeError
+from schemas.contract import EventRejected, ValidatedEvent, parse_event, record_problems, to_micros
 from schemas.registry import CatalogRegistry
 
 TOPICS = (TOPIC_ACTIONS, TOPIC_REFERENCE, TOPIC_ALERTS)
 DEAD_LETTER_REASONS = {"EMPTY_VALUE", "TRUNCATED", "BAD_MAGIC", "UNKNOWN_SCHEMA_ID", "CORRUPT_BODY", "TRAILING_BYTES"}
-CODEC = AvroCodec(CatalogRegistry(Catalog.load()))
+CODEC = store_codec(CatalogRegistry(Catalog.load()))  # decodes as the store does: actions plain
 MASKER = PiiMasker(bytes(32))
 MAX_EVENTS_PER_BODY = 64  # enough to reach every branch; keeps one input fast
 
@@ -41,7 +42,8 @@ def enrich(topic: str, record: dict[str, Any]) -> dict[str, Any]:
     enricher = Enricher(MASKER, ReferenceState())
     origin = Provenance(topic, 0, 0, 1, datetime.now(UTC))
     if topic == TOPIC_ACTIONS:
-        return enricher.action_row(record, origin)
+        columns = enricher.action_columns([record], topic, [0], [0], [1], to_micros(origin.ingested_at))
+        return {name: values[0] for name, values in columns.items()}
     if topic == TOPIC_REFERENCE:
         enricher.state.apply(record)
         return enricher.reference_row(record, "fuzz", origin)

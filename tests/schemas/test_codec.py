@@ -1,13 +1,14 @@
 import json
 import struct
 import uuid
+from datetime import date
 from typing import Any
 
 import pytest
 
 from schemas.catalog import Catalog, SchemaVersion
-from schemas.codec import AvroCodec, DecodeError
-from schemas.contract import parse_event
+from schemas.codec import PLAIN_LOGICAL_TYPES, AvroCodec, DecodeError
+from schemas.contract import parse_event, to_micros
 from schemas.registry import CatalogRegistry
 from tests.conftest import NOW, action
 
@@ -48,6 +49,35 @@ def test_uuids_as_text_decodes_every_spelling_to_the_canonical_text(codec: AvroC
     decoded = as_text.decode(ACTIONS, codec.encode(ACTIONS, record)).record
     assert decoded["event_id"] == "0f8fad5b-d9cb-469f-a165-70867728950e"
     assert decoded == dict(codec.decode(ACTIONS, codec.encode(ACTIONS, record)).record, event_id=decoded["event_id"])
+
+
+def test_plain_subjects_decode_instants_dates_and_ids_as_they_are_on_the_wire(codec: AvroCodec) -> None:
+    record = dict(parse_event(action(), now=NOW).record, event_id="0F8FAD5BD9CB469FA16570867728950E")
+    value = codec.encode(ACTIONS, record)
+    plain = AvroCodec(codec.registry, plain_subjects=[ACTIONS]).decode(ACTIONS, value).record
+    decoded = codec.decode(ACTIONS, value).record
+    assert plain["event_id"] == "0f8fad5b-d9cb-469f-a165-70867728950e" == str(decoded["event_id"])
+    assert plain["occurred_at"] == 1_714_528_800_000_000 == to_micros(decoded["occurred_at"])
+    assert plain["produced_at"] == to_micros(decoded["produced_at"])
+    assert plain["due_date"] == (decoded["due_date"] - date(1970, 1, 1)).days == 20_028
+    assert {k: v for k, v in plain.items() if k not in ("event_id", "occurred_at", "produced_at", "due_date")} == \
+        {k: v for k, v in decoded.items() if k not in ("event_id", "occurred_at", "produced_at", "due_date")}
+
+
+def test_every_logical_type_of_every_action_schema_is_one_a_plain_decode_leaves_plain() -> None:
+    """The store reads actions plain (microseconds, days, text): a new version with another logical type
+    (timestamp-millis, decimal) would reach its enrichment converted, so it must extend PLAIN_LOGICAL_TYPES
+    and the enrichment first."""
+    def logical_types(node: Any) -> set[str]:
+        if isinstance(node, list):
+            return set().union(*map(logical_types, node)) if node else set()
+        if not isinstance(node, dict):
+            return set()
+        found = {node["logicalType"]} if "logicalType" in node else set()
+        return found.union(*map(logical_types, node.values()))
+
+    for version in Catalog.load().versions(ACTIONS):
+        assert logical_types(version.schema) <= PLAIN_LOGICAL_TYPES, version
 
 
 def test_uuids_as_text_leaves_a_non_uuid_for_the_contract_to_reject(codec: AvroCodec) -> None:

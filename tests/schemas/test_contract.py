@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumers.store_rows import plain_action
 from schemas.contract import (
     EventRejected,
     parse_event,
@@ -223,4 +224,24 @@ def test_decoded_records_that_the_store_could_not_insert_are_contract_violations
     moment = datetime(2024, 5, 1, tzinfo=UTC)
     decoded = record | {"occurred_at": moment, "produced_at": moment, "due_date": None, field: value}
     problems = {e.field: e.problem for e in record_problems("collection.actions", decoded)}
+    assert problem in problems[field]
+    plain = plain_action(decoded)  # as the store decodes actions: microseconds, days, text
+    assert {e.field: e.problem for e in record_problems("collection.actions", plain)} == problems
+
+
+@pytest.mark.parametrize(("field", "value", "problem"), [
+    ("produced_at", -2_208_988_800_000_001, "1899-12-31T23:59:59.999999+00:00 is outside 1900-2262"),
+    ("produced_at", 9_223_286_400_000_000, "2262-04-11T00:00:00+00:00 is outside 1900-2262"),
+    ("produced_at", 2**62, "4611686018427387904 microseconds since 1970 is outside 1900-2262"),
+    ("due_date", -25_568, "1899-12-31 is outside 1900-2299"),
+    ("due_date", 2**31 - 1, "2147483647 days since 1970 is outside 1900-2299"),
+    ("occurred_at", 946_684_799_999_999, "before 2000-01-01"),
+    ("event_id", "not-a-uuid", "is not a UUID"),
+])
+def test_plain_decoded_values_outside_what_the_store_can_insert_are_contract_violations(
+        field: str, value: Any, problem: str) -> None:
+    record = plain_action(parse_event(action(), now=NOW).record | {"occurred_at": datetime(2024, 5, 1, tzinfo=UTC),
+                                                                  "produced_at": datetime(2024, 5, 1, tzinfo=UTC)})
+    assert not record_problems("collection.actions", record)
+    problems = {e.field: e.problem for e in record_problems("collection.actions", record | {field: value})}
     assert problem in problems[field]

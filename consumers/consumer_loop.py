@@ -72,11 +72,14 @@ class Backoff:
 class ConsumerLoop:
     def __init__(self, consumer: KafkaConsumer, processor: BatchProcessor, *, max_batch: int, max_wait_s: float,
                  infrastructure_errors: tuple[type[BaseException], ...], on_poll: Callable[[], None] = lambda: None,
-                 commit_delay_s: float = 0.0) -> None:
+                 commit_delay_s: float = 0.0, caught_up_batch: int | None = None) -> None:
         self.consumer = consumer
         self.processor = processor
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        # A batch of at least this many records is flushed as soon as a poll comes back empty (the consumer
+        # has caught up: nothing will fill it sooner) instead of waiting out max_wait_s; None: never early.
+        self.caught_up_batch = caught_up_batch
         self.infrastructure_errors = (*infrastructure_errors, KafkaError)
         self.on_poll = on_poll
         self.on_retry_poll: Callable[[], None] = lambda: None  # each poll while a failed flush waits (metrics)
@@ -150,9 +153,11 @@ class ConsumerLoop:
         self.on_poll()
         if self._batch_started is None and self.processor.pending():  # work added outside the records
             self._batch_started = time.monotonic()
-        full = self.processor.pending() >= self.max_batch
+        pending = self.processor.pending()
+        full = pending >= self.max_batch
         old = self._batch_started is not None and time.monotonic() - self._batch_started >= self.max_wait_s
-        if full or old:
+        caught_up = not records and self.caught_up_batch is not None and pending >= self.caught_up_batch
+        if full or old or caught_up:
             self._flush_with_retry()
 
     def _flush_with_retry(self, deadline: float | None = None) -> None:

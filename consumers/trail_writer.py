@@ -16,6 +16,7 @@ from operator import itemgetter
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.insert import InsertContext
 
 from consumers.hash_chain import GENESIS, hashed_columns, link, month_of, values_hash
 from schemas.contract import to_micros
@@ -93,6 +94,7 @@ class TrailWriter:
         self._latest: dict[str, int] = {}  # key -> newest event time stored, in microseconds (out_of_order)
         self._max_cached = max_cached_keys
         self._hashed = hashed_columns(table.columns)
+        self._insert: InsertContext | None = None  # the table's column types, asked for once, not per insert
 
     def forget(self) -> None:
         """Drop cached chain heads (after a failed insert: what was stored is unknown)."""
@@ -125,8 +127,11 @@ class TrailWriter:
             columns = {name: [values[i] for i in fresh] for name, values in columns.items()}
         if table.key_column is not None:
             self._chain(columns)
-        self.client.insert(table.name, [columns[c] for c in table.columns], column_names=table.columns,
-                           column_oriented=True)
+        if self._insert is None:
+            self._insert = self.client.create_insert_context(table.name, column_names=table.columns,
+                                                             column_oriented=True)
+        self._insert.data = None  # a failed insert may have left its data
+        self.client.insert(data=[columns[c] for c in table.columns], context=self._insert)
         while len(self._heads) > self._max_cached:  # evict only once the batch is chained and stored
             evicted, _ = self._heads.popitem(last=False)
             self._latest.pop(evicted, None)

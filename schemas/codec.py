@@ -54,6 +54,7 @@ class AvroCodec:
         self.registry = registry
         self.uuids_as_text = uuids_as_text
         self.plain_subjects = frozenset(plain_subjects)
+        self._plans: dict[tuple[str, int], tuple[Any, Any, tuple[str, ...]]] = {}  # see _plan
         # (id(schema), logical types left plain) -> (copy, top-level uuid fields, schema)
         self._copies: dict[tuple[int, frozenset[str]], tuple[Any, tuple[str, ...], Any]] = {}
 
@@ -72,19 +73,10 @@ class AvroCodec:
         magic, schema_id = _HEADER.unpack_from(value)
         if magic != MAGIC_BYTE:
             raise DecodeError("BAD_MAGIC", f"first byte is {magic & 0xFF:#04x}, expected 0x00")
-        try:
-            writer = self.registry.by_id(schema_id)
-        except UnknownSchemaId:
-            raise DecodeError("UNKNOWN_SCHEMA_ID", f"schema id {schema_id} is not in the registry",
-                              schema_id) from None
-        reader = self.registry.reader(subject)
-        uuid_fields: tuple[str, ...] = ()
-        plain = PLAIN_LOGICAL_TYPES if subject in self.plain_subjects else _UUID_ONLY if self.uuids_as_text else None
-        if plain is not None:
-            (writer, uuid_fields), reader = self._copy(writer, plain), self._copy(reader, plain)[0]
+        writer, reader, uuid_fields = self._plans.get((subject, schema_id)) or self._plan(subject, schema_id)
         body = io.BytesIO(memoryview(value)[_HEADER.size:])
         try:
-            record = schemaless_reader(body, writer, None if writer is reader else reader)
+            record = schemaless_reader(body, writer, reader)
         except Exception as exc:  # fastavro raises many types on corrupt input
             raise DecodeError("CORRUPT_BODY", f"schema id {schema_id}: {type(exc).__name__}: {exc}",
                               schema_id) from None
@@ -99,6 +91,22 @@ class AvroCodec:
             if isinstance(text, str) and not _CANONICAL_UUID.fullmatch(text):
                 record[name] = _canonical_uuid(text)
         return Decoded(schema_id, record)
+
+    def _plan(self, subject: str, schema_id: int) -> tuple[Any, Any, tuple[str, ...]]:
+        """How to read `subject` written with `schema_id`: (writer schema, reader schema or None when it is
+        the writer's, top-level uuid fields to canonicalise), kept per (subject, id)."""
+        try:
+            writer = self.registry.by_id(schema_id)
+        except UnknownSchemaId:
+            raise DecodeError("UNKNOWN_SCHEMA_ID", f"schema id {schema_id} is not in the registry",
+                              schema_id) from None
+        reader = self.registry.reader(subject)
+        uuid_fields: tuple[str, ...] = ()
+        plain = PLAIN_LOGICAL_TYPES if subject in self.plain_subjects else _UUID_ONLY if self.uuids_as_text else None
+        if plain is not None:
+            (writer, uuid_fields), reader = self._copy(writer, plain), self._copy(reader, plain)[0]
+        plan = self._plans[(subject, schema_id)] = (writer, None if writer is reader else reader, uuid_fields)
+        return plan
 
     def _copy(self, schema: Any, plain: frozenset[str]) -> tuple[Any, tuple[str, ...]]:
         """The schema with the logical types `plain` left as their base types, and the names of its

@@ -3,6 +3,8 @@
 A licence or certification is judged *at the action's occurred_at*: the newest record received at
 or before that moment decides, and its validity window must cover the moment. A certification
 without `valid_to` lapses 365 days after `valid_from` (training older than a year is stale).
+Licences and certifications keep their instants in microseconds since the epoch, as the store's
+actions carry theirs; a moment may be asked as a datetime too.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from schemas.contract import to_micros
+
 CERTIFICATION_LIFETIME = timedelta(days=365)
+_LIFETIME_US = CERTIFICATION_LIFETIME // timedelta(microseconds=1)
+Instant = int  # microseconds since the epoch
 AFTER_ANY_ID = "\U0010ffff"  # sorts after every event id: (t, it) follows every (t, id) in a sorted list
 
 
@@ -28,21 +34,21 @@ class Profile:
 class Grant:
     """A licence or a certification as received."""
 
-    received_at: datetime
+    received_at: Instant
     event_id: str
     status: str
-    valid_from: datetime | None
-    valid_to: datetime | None
+    valid_from: Instant | None
+    valid_to: Instant | None
 
 
 @dataclass
 class _History:
     grants: list[Grant] = field(default_factory=list)
-    order: list[tuple[datetime, str]] = field(default_factory=list)  # (received_at, event_id) of grants
+    order: list[tuple[Instant, str]] = field(default_factory=list)  # (received_at, event_id) of grants
     seen: set[str] = field(default_factory=set)
     # the last answer and the moments [start, end) it holds for (None: unbounded); most actions of an
     # agency or collector fall where the one before did, so most questions end here
-    span: tuple[datetime | None, datetime | None, str] | None = None
+    span: tuple[Instant | None, Instant | None, str] | None = None
 
     def add(self, grant: Grant) -> None:
         if grant.event_id in self.seen:
@@ -54,14 +60,14 @@ class _History:
         self.grants.insert(at, grant)
         self.span = None
 
-    def status_at(self, moment: datetime) -> str:
+    def status_at(self, moment: Instant) -> str:
         span = self.span
         if span is not None and (span[0] is None or span[0] <= moment) and (span[1] is None or moment < span[1]):
             return span[2]
         self.span = span = self._span_at(moment)
         return span[2]
 
-    def _span_at(self, moment: datetime) -> tuple[datetime | None, datetime | None, str]:
+    def _span_at(self, moment: Instant) -> tuple[Instant | None, Instant | None, str]:
         known = bisect.bisect_right(self.order, (moment, AFTER_ANY_ID))
         end = self.order[known][0] if known < len(self.order) else None  # the next grant decides from then on
         if not known:
@@ -77,7 +83,7 @@ class _History:
                 _earlier(end, grant.valid_to), "VALID")
 
 
-def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+def _earlier(a: Instant | None, b: Instant | None) -> Instant | None:
     return b if a is None else a if b is None else min(a, b)
 
 
@@ -98,26 +104,37 @@ class ReferenceState:
                                                              record["jurisdiction"], received)
         elif kind == "AGENCY_LICENSE":
             self._licences.setdefault(record["agency_id"], _History()).add(Grant(
-                received, str(record["event_id"]), record["status"], record["valid_from"], record["valid_to"]))
+                _instant(received), str(record["event_id"]), record["status"], _bound(record["valid_from"]),
+                _bound(record["valid_to"])))
         elif kind == "COLLECTOR_CERTIFICATION":
-            valid_from = record["valid_from"]
-            valid_to = record["valid_to"] or (valid_from + CERTIFICATION_LIFETIME if valid_from else None)
+            valid_from, valid_to = _bound(record["valid_from"]), _bound(record["valid_to"])
+            if valid_to is None and valid_from is not None:
+                valid_to = valid_from + _LIFETIME_US
             self._certifications.setdefault(record["collector_id"], _History()).add(Grant(
-                received, str(record["event_id"]), "VALID", valid_from, valid_to))
+                _instant(received), str(record["event_id"]), "VALID", valid_from, valid_to))
 
-    def qualification(self, agency_id: str, collector_id: str | None, moment: datetime) -> tuple[str, str]:
+    def qualification(self, agency_id: str, collector_id: str | None, moment: datetime | Instant) -> tuple[str, str]:
         """(licence status, certification status) at `moment`: what every action is judged with."""
+        at = _instant(moment)
         licence, certification = self._licences.get(agency_id), self._certifications.get(collector_id or "")
-        return (licence.status_at(moment) if licence else "UNKNOWN",
+        return (licence.status_at(at) if licence else "UNKNOWN",
                 "NOT_APPLICABLE" if collector_id is None else
-                certification.status_at(moment) if certification else "UNKNOWN")
+                certification.status_at(at) if certification else "UNKNOWN")
 
-    def licence_status(self, agency_id: str, moment: datetime) -> str:
+    def licence_status(self, agency_id: str, moment: datetime | Instant) -> str:
         history = self._licences.get(agency_id)
-        return history.status_at(moment) if history else "UNKNOWN"
+        return history.status_at(_instant(moment)) if history else "UNKNOWN"
 
-    def certification_status(self, collector_id: str | None, moment: datetime) -> str:
+    def certification_status(self, collector_id: str | None, moment: datetime | Instant) -> str:
         if collector_id is None:
             return "NOT_APPLICABLE"
         history = self._certifications.get(collector_id)
-        return history.status_at(moment) if history else "UNKNOWN"
+        return history.status_at(_instant(moment)) if history else "UNKNOWN"
+
+
+def _instant(moment: datetime | Instant) -> Instant:
+    return moment if isinstance(moment, int) else to_micros(moment)
+
+
+def _bound(moment: datetime | Instant | None) -> Instant | None:
+    return None if moment is None else _instant(moment)

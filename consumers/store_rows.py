@@ -78,12 +78,11 @@ class Enricher:
                                              region, jurisdiction)
             text, redactions, normalized = read_text(record["message_text"], region)
             attributes, due = record["attributes"], record["due_date"]
-            moment = _EPOCH + timedelta(microseconds=occurred)  # reference state is kept in datetimes
             derived.append((
                 *mask_address(address, region), text, normalized, redactions,
                 None if due is None else _date(due), mask_values(attributes, region) if attributes else {},
                 jurisdiction, zone, zone_source, *local_fields(occurred, zone),
-                licence(record["agency_id"], moment), certification(record["collector_id"], moment)))
+                licence(record["agency_id"], occurred), certification(record["collector_id"], occurred)))
         columns.update(zip(_DERIVED_COLUMNS, map(list, zip(*derived, strict=True)), strict=True))
         columns.update(out_of_order=[False] * n, chain_seq=[0] * n, prev_hash=[""] * n, row_hash=[""] * n,
                        kafka_topic=[topic] * n, kafka_partition=list(partitions), kafka_offset=list(offsets),

@@ -139,39 +139,40 @@ class TrailWriter:
 
     def _chain(self, columns: Columns) -> None:
         """Link the rows into their chains, in order: chain_seq, prev_hash, row_hash (and out_of_order:
-        arrived after a later row of the same key) of each, continuing from each chain's head."""
+        arrived after a later row of the same key) of each, continuing from each chain's head. The sequence
+        numbers and flags come first (they depend on no hash), so each row's hashed values are a tuple of
+        one transposition."""
         table, heads, latest_of = self.table, self._heads, self._latest
         keys = columns[table.key_column]  # type: ignore[index]
         times = [t if type(t) is int else to_micros(t) for t in columns[table.time_column]]
         self._load_heads(set(keys))
         flags = "out_of_order" in columns
-        hashed = self._hashed
-        seq_at = hashed.index("chain_seq")
-        flag_at = hashed.index("out_of_order") if flags else -1
-        values = list(map(list, zip(*[columns[c] for c in hashed], strict=True)))
-        seqs, prevs, hashes, out_of_order = [], [], [], []
-        for key, when, row in zip(keys, times, values, strict=True):
-            months = heads[key]
-            month = month_of(when)
-            seq, prev = months.get(month, (0, GENESIS))
+        months = list(map(month_of, times))
+        seqs, out_of_order = [], []
+        last_seq = {key: {month: head[0] for month, head in heads[key].items()} for key in set(keys)}
+        for key, when, month in zip(keys, times, months, strict=True):
+            seq = last_seq[key][month] = last_seq[key].get(month, 0) + 1
+            seqs.append(seq)
             if flags:
                 latest = latest_of.get(key)
-                late = latest is not None and when < latest
+                out_of_order.append(latest is not None and when < latest)
                 if latest is None or when > latest:
                     latest_of[key] = when
-                row[flag_at] = late
-                out_of_order.append(late)
-            seq += 1
-            row[seq_at] = seq
-            row_hash = link(prev, values_hash(row))
-            months[month] = (seq, row_hash)
-            heads.move_to_end(key)
-            seqs.append(seq)
-            prevs.append(prev)
-            hashes.append(row_hash)
-        columns.update(chain_seq=seqs, prev_hash=prevs, row_hash=hashes)
+        columns["chain_seq"] = seqs
         if flags:
             columns["out_of_order"] = out_of_order
+        prevs, hashes = [], []
+        contents = map(values_hash, zip(*[columns[c] for c in self._hashed], strict=True))
+        for key, month, seq, content in zip(keys, months, seqs, contents, strict=True):
+            chain = heads[key]
+            prev = chain[month][1] if month in chain else GENESIS
+            row_hash = link(prev, content)
+            chain[month] = (seq, row_hash)
+            prevs.append(prev)
+            hashes.append(row_hash)
+        for key in last_seq:
+            heads.move_to_end(key)
+        columns.update(prev_hash=prevs, row_hash=hashes)
 
     def _stored_ids(self, columns: Columns, ids: list[Any]) -> set[Any]:
         """The ids of these rows that are already stored: every stored id of the rows' keys over the

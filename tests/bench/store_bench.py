@@ -50,7 +50,7 @@ def encoded_events(n: int, codec: AvroCodec) -> list[tuple[str, bytes, bytes]]:
 
 
 def consume_ceiling(bootstrap: str, n: int) -> float:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)  # as the store fetches
     partitions = [TopicPartition(t, p) for t in (TOPIC_ACTIONS, TOPIC_REFERENCE) for p in range(6)]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)

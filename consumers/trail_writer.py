@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
@@ -19,7 +18,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.insert import InsertContext
 
 from consumers.hash_chain import GENESIS, hashed_columns, link, month_of, values_hash
-from schemas.contract import to_micros
+from schemas.contract import from_micros, to_micros
 
 _ACTION_COLUMNS = (
     "event_id", "occurred_at", "occurred_offset_minutes", "produced_at", "source_system", "agency_id", "debtor_id",
@@ -76,7 +75,6 @@ _PARAMETER_BYTES = 96 * 1024
 
 Head = tuple[int, str]  # (chain_seq, row_hash) of the newest stored row of a chain
 Columns = dict[str, list[Any]]  # column name -> its values, one per row
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def columns_of(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Columns:
@@ -209,7 +207,7 @@ class TrailWriter:
         where = f"{table.lookup_key} IN {{keys:Array(String)}} AND {range_column} BETWEEN {{low:{range_type}}} " \
                 f"AND {{high:{range_type}}}"
         if range_type.startswith("DateTime"):
-            low, high = _EPOCH + timedelta(microseconds=low), _EPOCH + timedelta(microseconds=high)
+            low, high = from_micros(low), from_micros(high)
         parameters: dict[str, Any] = {"keys": list(set(keys)), "low": low, "high": high}
         if ids is not None:
             where += f" AND {table.id_column} IN {{ids:Array({'UUID' if table.id_is_uuid else 'String'})}}"

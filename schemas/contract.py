@@ -86,6 +86,11 @@ def to_micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def from_micros(micros: int) -> datetime:
+    """The aware UTC instant `micros` microseconds after the epoch (to_micros undone)."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
 def parse_rfc3339(text: str) -> tuple[datetime, int]:
     """(UTC instant, stated offset in minutes) of an RFC 3339 timestamp; ValueError if it is not one."""
     match = _RFC3339.match(text)

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from consumers.store_rows import dead_letter_row
 from consumers.trail_writer import ACTIONS, ALERTS, DEAD_LETTERS, REFERENCE_EVENTS, TrailWriter
 from deploy.clickhouse_client import connect
 from deploy.migrations import migrate
+from schemas.contract import from_micros
 from tests.bench.query_bench import simulated_rows
 
 DASHBOARDS = Path(deploy.__file__).parent / "grafana" / "dashboards"
@@ -59,9 +60,9 @@ def main(url: str) -> dict[str, Any]:
         TrailWriter(client, table).write(rows[key])
     TrailWriter(client, DEAD_LETTERS).write([dead_letter_row(
         "CONTRACT_INVALID", "event_id: empty", "audit-store", "collection.actions", 0, 7, 1, b"", b"x",
-        rows["actions"][0]["occurred_at"])])
-    start = min(r["occurred_at"] for r in rows["actions"]).astimezone(UTC)
-    end = max(r["occurred_at"] for r in rows["actions"]).astimezone(UTC)
+        from_micros(rows["actions"][0]["occurred_at"]))])
+    start = from_micros(min(r["occurred_at"] for r in rows["actions"]))  # as the store holds them: microseconds
+    end = from_micros(max(r["occurred_at"] for r in rows["actions"]))
 
     variables, panels = clickhouse_queries()
     values = {v["name"]: [r[0] for r in client.query(v["query"]).result_rows] for v in variables}

@@ -133,6 +133,14 @@ class StoreProcesses:
         return sum(value for samples in self._samples.values() for sample_name, sample_labels, value in samples
                    if sample_name == name and wanted <= sample_labels.items())
 
+    def each(self, name: str, labels: dict[str, str] | None = None) -> list[float]:
+        """Per store process, the sum of a metric's samples that carry `labels`, read now (0 for a process
+        that does not answer yet)."""
+        self.read_metrics()
+        wanted = (labels or {}).items()
+        return [sum(value for sample_name, sample_labels, value in self._samples.get(port, [])
+                    if sample_name == name and wanted <= sample_labels.items()) for port in self.metrics_ports]
+
     def _read_recent(self) -> None:
         if time.monotonic() - self._read_at > 0.5:
             self.read_metrics()

@@ -3,13 +3,15 @@
 A licence or certification is judged *at the action's occurred_at*: the newest record received at
 or before that moment decides, and its validity window must cover the moment. A certification
 without `valid_to` lapses 365 days after `valid_from` (training older than a year is stale).
-Licences and certifications keep their instants in microseconds since the epoch, as the store's
-actions carry theirs; a moment may be asked as a datetime too.
+A state keeps licences and certifications in the unit it was made for and is asked in it: aware
+datetimes (the rule engine, which decodes instants so), or microseconds since the epoch (the store,
+whose actions carry their instants so; `in_micros`).
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +20,7 @@ from schemas.contract import to_micros
 
 CERTIFICATION_LIFETIME = timedelta(days=365)
 _LIFETIME_US = CERTIFICATION_LIFETIME // timedelta(microseconds=1)
-Instant = int  # microseconds since the epoch
+Instant = Any  # an aware datetime, or microseconds since the epoch: the unit the state keeps (in_micros)
 AFTER_ANY_ID = "\U0010ffff"  # sorts after every event id: (t, it) follows every (t, id) in a sorted list
 
 
@@ -88,7 +90,10 @@ def _earlier(a: Instant | None, b: Instant | None) -> Instant | None:
 
 
 class ReferenceState:
-    def __init__(self) -> None:
+    def __init__(self, in_micros: bool = False) -> None:
+        self.in_micros = in_micros
+        self._unit: Callable[[datetime], Instant] = to_micros if in_micros else _as_it_is  # records hold datetimes
+        self._lifetime: Instant = _LIFETIME_US if in_micros else CERTIFICATION_LIFETIME
         self.profiles: dict[str, Profile] = {}
         self._licences: dict[str, _History] = {}
         self._certifications: dict[str, _History] = {}
@@ -102,39 +107,36 @@ class ReferenceState:
             if current is None or current.received_at <= received:
                 self.profiles[record["debtor_id"]] = Profile(record["timezone"], record["phone_region"],
                                                              record["jurisdiction"], received)
-        elif kind == "AGENCY_LICENSE":
-            self._licences.setdefault(record["agency_id"], _History()).add(Grant(
-                _instant(received), str(record["event_id"]), record["status"], _bound(record["valid_from"]),
-                _bound(record["valid_to"])))
-        elif kind == "COLLECTOR_CERTIFICATION":
-            valid_from, valid_to = _bound(record["valid_from"]), _bound(record["valid_to"])
+        elif kind in ("AGENCY_LICENSE", "COLLECTOR_CERTIFICATION"):
+            unit, valid_from, valid_to = self._unit, record["valid_from"], record["valid_to"]
+            valid_from = None if valid_from is None else unit(valid_from)
+            valid_to = None if valid_to is None else unit(valid_to)
+            if kind == "AGENCY_LICENSE":
+                self._licences.setdefault(record["agency_id"], _History()).add(Grant(
+                    unit(received), str(record["event_id"]), record["status"], valid_from, valid_to))
+                return
             if valid_to is None and valid_from is not None:
-                valid_to = valid_from + _LIFETIME_US
+                valid_to = valid_from + self._lifetime
             self._certifications.setdefault(record["collector_id"], _History()).add(Grant(
-                _instant(received), str(record["event_id"]), "VALID", valid_from, valid_to))
+                unit(received), str(record["event_id"]), "VALID", valid_from, valid_to))
 
-    def qualification(self, agency_id: str, collector_id: str | None, moment: datetime | Instant) -> tuple[str, str]:
+    def qualification(self, agency_id: str, collector_id: str | None, moment: Instant) -> tuple[str, str]:
         """(licence status, certification status) at `moment`: what every action is judged with."""
-        at = _instant(moment)
         licence, certification = self._licences.get(agency_id), self._certifications.get(collector_id or "")
-        return (licence.status_at(at) if licence else "UNKNOWN",
+        return (licence.status_at(moment) if licence else "UNKNOWN",
                 "NOT_APPLICABLE" if collector_id is None else
-                certification.status_at(at) if certification else "UNKNOWN")
+                certification.status_at(moment) if certification else "UNKNOWN")
 
-    def licence_status(self, agency_id: str, moment: datetime | Instant) -> str:
+    def licence_status(self, agency_id: str, moment: Instant) -> str:
         history = self._licences.get(agency_id)
-        return history.status_at(_instant(moment)) if history else "UNKNOWN"
+        return history.status_at(moment) if history else "UNKNOWN"
 
-    def certification_status(self, collector_id: str | None, moment: datetime | Instant) -> str:
+    def certification_status(self, collector_id: str | None, moment: Instant) -> str:
         if collector_id is None:
             return "NOT_APPLICABLE"
         history = self._certifications.get(collector_id)
-        return history.status_at(_instant(moment)) if history else "UNKNOWN"
+        return history.status_at(moment) if history else "UNKNOWN"
 
 
-def _instant(moment: datetime | Instant) -> Instant:
-    return moment if isinstance(moment, int) else to_micros(moment)
-
-
-def _bound(moment: datetime | Instant | None) -> Instant | None:
-    return None if moment is None else _instant(moment)
+def _as_it_is(moment: datetime) -> datetime:
+    return moment

@@ -319,7 +319,7 @@ def run_store(settings: Settings, registry: CollectorRegistry, should_stop: Call
     ensure_schema(client, settings.clickhouse_cluster)
     codec = store_codec(registry_for(settings.schema_registry_url))
     enricher = Enricher(PiiMasker(settings.pii_key_bytes(), default_region=settings.default_jurisdiction),
-                        ReferenceState(), settings.default_jurisdiction)
+                        ReferenceState(in_micros=True), settings.default_jurisdiction)
     loop, processor = build_store_loop(settings, client, codec, enricher, ConsumerMetrics(registry, GROUP))
     _import_insert_dependencies()
     tune_gc()  # schema, codec, PII and OpenCC tables are loaded

@@ -42,6 +42,9 @@ class Enricher:
     read_text: Callable[[str | None, str | None], tuple[str, int, str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not self.state.in_micros:
+            raise ValueError("the store's reference state keeps microseconds, as its actions do: "
+                             "ReferenceState(in_micros=True)")
         # Templates and follow-ups repeat texts (about half of a simulated day's are repeats): each
         # distinct (text, region) is masked and normalised once.
         object.__setattr__(self, "read_text", lru_cache(maxsize=20_000)(self._read_text))

@@ -66,7 +66,7 @@ def store(values_path: str, count: int) -> None:
 
     values = pickle.loads(Path(values_path).read_bytes())
     codec = store_codec(CatalogRegistry(Catalog.load()))
-    enricher = Enricher(PiiMasker(bytes(32)), ReferenceState())
+    enricher = Enricher(PiiMasker(bytes(32)), ReferenceState(in_micros=True))
     ingested_at, heads = datetime(2026, 1, 1, tzinfo=UTC), {}
     tune_gc()
     for start in range(0, count, 10_000):

@@ -54,7 +54,7 @@ def simulated_rows(n_actions: int, console: Console) -> dict[str, list[dict[str,
     """Rows for `n_actions` simulated actions, their reference events and alerts, enriched and judged as
     the consumers do (chain columns are filled by the trail writer)."""
     codec = AvroCodec(CatalogRegistry(Catalog.load()))
-    enricher = Enricher(PiiMasker(bytes(32)), ReferenceState())
+    enricher = Enricher(PiiMasker(bytes(32)), ReferenceState(in_micros=True))
     engine = build_engine(Settings())
     engine.watermark_from_events = True
     rows: dict[str, list[dict[str, Any]]] = {"actions": [], "reference": [], "alerts": []}

@@ -72,7 +72,8 @@ def decode_ceiling(codec: AvroCodec, values: list[tuple[str, bytes, bytes]]) -> 
 def insert_ceiling(client: Any, values: list[tuple[str, bytes, bytes]]) -> float:
     """Columnar inserts of 10,000 of our real action rows at a time (as the store enriches them) into a
     copy of audit.actions."""
-    codec, enricher = store_codec(CatalogRegistry(Catalog.load())), Enricher(PiiMasker(bytes(32)), ReferenceState())
+    codec = store_codec(CatalogRegistry(Catalog.load()))
+    enricher = Enricher(PiiMasker(bytes(32)), ReferenceState(in_micros=True))
     records = [codec.decode(value_subject(t), v).record for t, _, v in values if t == TOPIC_ACTIONS]
     batches = [enricher.action_columns(chunk, TOPIC_ACTIONS, [0] * len(chunk), range(i, i + len(chunk)),
                                        [1] * len(chunk), to_micros(datetime.now(UTC)))
@@ -95,7 +96,7 @@ def resend_history_ms(client: Any, codec: AvroCodec, values: list[tuple[str, byt
     order is already stored: 200,000 action rows of 5,000 debtors over a year stored, then 50,000 of them
     written again, shuffled -- the case where its range read gives way to reads naming the ids."""
     topic, _, value = next(v for v in values if v[0] == TOPIC_ACTIONS)
-    template = Enricher(PiiMasker(bytes(32)), ReferenceState()).action_row(
+    template = Enricher(PiiMasker(bytes(32)), ReferenceState(in_micros=True)).action_row(
         codec.decode(value_subject(topic), value).record, Provenance(topic, 0, 0, 1, datetime.now(UTC)))
     rng, year = random.Random(5), datetime(2023, 1, 1, tzinfo=UTC)
     rows = sorted((dict(template, event_id=uuid.UUID(int=rng.getrandbits(128)), debtor_id=f"H{rng.randrange(5000)}",

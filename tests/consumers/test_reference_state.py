@@ -3,7 +3,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from consumers.reference_state import ReferenceState
+from schemas.contract import to_micros
 
 T0 = datetime(2024, 5, 1, 10, tzinfo=UTC)
 
@@ -35,12 +38,19 @@ def test_licence_expiry_and_not_yet_valid() -> None:
     assert state.licence_status("A", T0 + timedelta(days=2)) == "EXPIRED"  # valid_to is exclusive
 
 
-def test_certification_lapses_365_days_after_training() -> None:
-    state = ReferenceState()
+@pytest.mark.parametrize("in_micros", [False, True])
+def test_certification_lapses_365_days_after_training(in_micros: bool) -> None:
+    state = ReferenceState(in_micros=in_micros)
     trained = T0 - timedelta(days=400)
     state.apply(ref("COLLECTOR_CERTIFICATION", trained, collector_id="C", agency_id="A", valid_from=trained))
-    assert state.certification_status("C", trained + timedelta(days=364)) == "VALID"
-    assert state.certification_status("C", trained + timedelta(days=366)) == "EXPIRED"
+
+    def at(moment: datetime) -> Any:
+        return to_micros(moment) if in_micros else moment
+
+    assert state.certification_status("C", at(trained + timedelta(days=365) - timedelta(microseconds=1))) == "VALID"
+    assert state.certification_status("C", at(trained + timedelta(days=365))) == "EXPIRED"
+    assert state.certification_status("C", at(trained + timedelta(days=364))) == "VALID"
+    assert state.certification_status("C", at(trained + timedelta(days=366))) == "EXPIRED"
     assert state.certification_status(None, T0) == "NOT_APPLICABLE"
     assert state.certification_status("other", T0) == "UNKNOWN"
 
@@ -76,12 +86,14 @@ def status_from_scratch(grants: list[dict[str, Any]], moment: datetime) -> str:
     return "VALID"
 
 
-def test_the_status_at_any_moment_is_the_newest_grant_received_by_then() -> None:
+@pytest.mark.parametrize("in_micros", [False, True])
+def test_the_status_at_any_moment_is_the_newest_grant_received_by_then(in_micros: bool) -> None:
     """Random histories of grants (a receipt, a validity start and end, or none), asked on and around every
-    boundary in any order as grants arrive: the history answers what the rule says."""
+    boundary in any order as grants arrive: the history answers what the rule says, kept and asked in
+    datetimes (the rule engine) or in microseconds (the store)."""
     rng = random.Random(5)
     for _ in range(200):
-        state, grants = ReferenceState(), []
+        state, grants = ReferenceState(in_micros=in_micros), []
         for _ in range(rng.randint(1, 5)):
             received = T0 + timedelta(days=rng.randint(0, 20))
             valid_from = rng.choice([None, received, received + timedelta(days=rng.randint(-5, 5))])
@@ -94,4 +106,5 @@ def test_the_status_at_any_moment_is_the_newest_grant_received_by_then() -> None
             moments = [t + d for t in edges for d in (-timedelta(microseconds=1), timedelta(0), timedelta(hours=1))]
             for order in (moments, moments[::-1], rng.sample(moments, len(moments))):
                 for moment in order:
-                    assert state.licence_status("A", moment) == status_from_scratch(grants, moment), moment
+                    asked = to_micros(moment) if in_micros else moment
+                    assert state.licence_status("A", asked) == status_from_scratch(grants, moment), moment

@@ -14,7 +14,7 @@ from consumers.trail_writer import ACTIONS, DEAD_LETTERS, TrailWriter, _paramete
 from tests.conftest import unique_token
 
 pytestmark = pytest.mark.stack
-ENRICHER = Enricher(PiiMasker(bytes(32)), ReferenceState())
+ENRICHER = Enricher(PiiMasker(bytes(32)), ReferenceState(in_micros=True))
 
 
 def action(debtor: str, at: datetime, offset: int) -> dict[str, Any]:

@@ -39,7 +39,7 @@ MAX_EVENTS_PER_BODY = 64  # enough to reach every branch; keeps one input fast
 
 def enrich(topic: str, record: dict[str, Any]) -> dict[str, Any]:
     """The store's enrichment of a validated record (a fresh reference state: inputs are independent)."""
-    enricher = Enricher(MASKER, ReferenceState())
+    enricher = Enricher(MASKER, ReferenceState(in_micros=True))
     origin = Provenance(topic, 0, 0, 1, datetime.now(UTC))
     if topic == TOPIC_ACTIONS:
         columns = enricher.action_columns([record], topic, [0], [0], [1], to_micros(origin.ingested_at))

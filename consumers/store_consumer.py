@@ -205,11 +205,12 @@ def build_store_loop(settings: Settings, client: Client, codec: AvroCodec, enric
     tail = ReferenceTail(kafka, codec, enricher.state)
     dlq = KafkaProducer(**kafka, acks="all", enable_idempotence=True, client_id="collection-audit-dlq")
     processor = StoreProcessor(client, codec, enricher, dlq, metrics, tail)
+    # kafka-python's default fetch, 1 MiB per partition: with 8 MiB the same records took twice as long to
+    # consume (docs/operations.md); a larger record still comes whole
     consumer = KafkaConsumer(**kafka, group_id=GROUP, client_id="collection-audit-store", enable_auto_commit=False,
                              auto_offset_reset="earliest", max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
                              session_timeout_ms=min(10_000, settings.kafka_max_poll_interval_ms),
-                             heartbeat_interval_ms=min(3_000, settings.kafka_max_poll_interval_ms // 3),
-                             )
+                             heartbeat_interval_ms=min(3_000, settings.kafka_max_poll_interval_ms // 3))
     loop = ConsumerLoop(consumer, processor, max_batch=settings.store_batch_rows,
                         max_wait_s=settings.store_batch_wait_ms / 1000,
                         infrastructure_errors=(ClickHouseError, DeadLetterDeliveryFailed, OSError),

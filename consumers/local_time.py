@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
+
+from schemas.contract import from_micros
 
 JURISDICTION_ZONES = {"CN": "Asia/Shanghai", "US": "America/New_York", "UK": "Europe/London"}
 
@@ -62,7 +64,7 @@ def local_view(moment: datetime, zone_name: str) -> tuple[str, datetime]:
     return local.isoformat(timespec="microseconds" if local.microsecond else "seconds"), local
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE = date(1970, 1, 1)
 _HOUR_US = 3_600_000_000
 _DAY_US = 86_400_000_000
 
@@ -73,14 +75,14 @@ def local_fields(micros: int, zone_name: str) -> tuple[str, date, int, int]:
     per UTC hour; an hour in which the zone changes its offset is converted instant by instant."""
     found = _offset_through_hour(zone_name, micros // _HOUR_US)
     if found is None:
-        text, local = local_view(_EPOCH + timedelta(microseconds=micros), zone_name)
+        text, local = local_view(from_micros(micros), zone_name)
         return text, local.date(), local.hour, local.isoweekday()
     offset_us, offset_text = found
     days, in_day = divmod(micros + offset_us, _DAY_US)
     seconds, fraction = divmod(in_day, 1_000_000)
     hour, rest = divmod(seconds, 3600)
     minute, second = divmod(rest, 60)
-    day, day_text = _day(days)
+    day, day_text = calendar_day(days)
     text = f"{day_text}T{hour:02d}:{minute:02d}:{second:02d}{f'.{fraction:06d}' if fraction else ''}{offset_text}"
     return text, day, hour, (days + 3) % 7 + 1  # 1970-01-01 was a Thursday (4)
 
@@ -90,7 +92,7 @@ def _offset_through_hour(zone_name: str, hour: int) -> tuple[int, str] | None:
     """(offset in microseconds, its RFC 3339 text) that the zone keeps through the whole UTC hour `hour`
     (hours since the epoch), or None if the offset at its first and last microsecond differ. No zone
     changes its offset twice within an hour, so equal ends mean one offset throughout."""
-    start = _EPOCH + timedelta(microseconds=hour * _HOUR_US)
+    start = from_micros(hour * _HOUR_US)
     first = start.astimezone(zone(zone_name))
     last = (start + timedelta(microseconds=_HOUR_US - 1)).astimezone(zone(zone_name))
     offset = first.utcoffset()
@@ -100,6 +102,7 @@ def _offset_through_hour(zone_name: str, hour: int) -> tuple[int, str] | None:
 
 
 @lru_cache(maxsize=100_000)
-def _day(days: int) -> tuple[date, str]:
-    day = date.fromordinal(_EPOCH.toordinal() + days)
+def calendar_day(days: int) -> tuple[date, str]:
+    """(date, ISO text) of the day `days` after 1970-01-01: a date as a plain decode gives it."""
+    day = _EPOCH_DATE + timedelta(days=days)
     return day, day.isoformat()

@@ -11,12 +11,12 @@ import base64
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from consumers.local_time import local_fields, resolve_zone
+from consumers.local_time import calendar_day, local_fields, resolve_zone
 from consumers.pii import PiiMasker
 from consumers.reference_state import ReferenceState
 from consumers.text_normalization import normalize
@@ -83,7 +83,7 @@ class Enricher:
             attributes, due = record["attributes"], record["due_date"]
             derived.append((
                 *mask_address(address, region), text, normalized, redactions,
-                None if due is None else _date(due), mask_values(attributes, region) if attributes else {},
+                None if due is None else calendar_day(due)[0], mask_values(attributes, region) if attributes else {},
                 jurisdiction, zone, zone_source, *local_fields(occurred, zone),
                 licence(record["agency_id"], occurred), certification(record["collector_id"], occurred)))
         columns.update(zip(_DERIVED_COLUMNS, map(list, zip(*derived, strict=True)), strict=True))
@@ -133,7 +133,7 @@ _DERIVED_COLUMNS = (
     "contact_address_hash", "contact_address_last4", "message_text", "message_text_normalized", "pii_redactions",
     "due_date", "attributes", "jurisdiction", "debtor_timezone", "timezone_source", "local_time", "local_date",
     "local_hour", "local_weekday", "agency_license_status", "collector_cert_status")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE = date(1970, 1, 1)
 
 
 def plain_action(record: dict[str, Any]) -> dict[str, Any]:
@@ -144,12 +144,7 @@ def plain_action(record: dict[str, Any]) -> dict[str, Any]:
     return record | {"event_id": event_id if type(event_id) is str else str(event_id),
                      "occurred_at": occurred if type(occurred) is int else to_micros(occurred),
                      "produced_at": produced if type(produced) is int else to_micros(produced),
-                     "due_date": due if due is None or type(due) is int else (due - _EPOCH.date()).days}
-
-
-@lru_cache(maxsize=100_000)
-def _date(days: int) -> date:
-    return _EPOCH.date() + timedelta(days=days)
+                     "due_date": due if due is None or type(due) is int else (due - _EPOCH_DATE).days}
 
 
 def dead_letter_row(reason: str, detail: str, group: str, topic: str, partition: int, offset: int,

@@ -142,7 +142,7 @@ class TrailWriter:
         one transposition."""
         table, heads, latest_of = self.table, self._heads, self._latest
         keys = columns[table.key_column]  # type: ignore[index]
-        times = [t if type(t) is int else to_micros(t) for t in columns[table.time_column]]
+        times = _micros_of(columns[table.time_column])
         self._load_heads(set(keys))
         flags = "out_of_order" in columns
         months = list(map(month_of, times))
@@ -180,7 +180,7 @@ class TrailWriter:
         table = self.table
         range_values = columns[table.lookup_range[0]]
         if table.lookup_range[1].startswith("DateTime"):
-            range_values = [t if type(t) is int else to_micros(t) for t in range_values]
+            range_values = _micros_of(range_values)
         order = sorted(range(len(ids)), key=range_values.__getitem__)
         keys = [columns[table.lookup_key][i] for i in order]
         stored: list[str] = []
@@ -232,6 +232,11 @@ class TrailWriter:
                     self._heads[key][int(month)] = (int(seq), row_hash)
                     if key not in self._latest or latest > self._latest[key]:
                         self._latest[key] = int(latest)
+
+
+def _micros_of(instants: list[Any]) -> list[int]:
+    """Instants held as aware datetimes or as microseconds since the epoch, as microseconds."""
+    return [t if type(t) is int else to_micros(t) for t in instants]
 
 
 def _parameter_parts(keys: list[str]) -> Iterator[tuple[int, int]]:

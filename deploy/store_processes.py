@@ -129,14 +129,15 @@ class StoreProcesses:
         """The sum over the store processes of a metric's samples that carry `labels`, as last read
         (read at most twice a second; a process that stopped answering keeps its last values)."""
         self._read_recent()
-        wanted = (labels or {}).items()
-        return sum(value for samples in self._samples.values() for sample_name, sample_labels, value in samples
-                   if sample_name == name and wanted <= sample_labels.items())
+        return sum(self._per_process(name, labels))
 
     def each(self, name: str, labels: dict[str, str] | None = None) -> list[float]:
         """Per store process, the sum of a metric's samples that carry `labels`, read now (0 for a process
         that does not answer yet)."""
         self.read_metrics()
+        return self._per_process(name, labels)
+
+    def _per_process(self, name: str, labels: dict[str, str] | None) -> list[float]:
         wanted = (labels or {}).items()
         return [sum(value for sample_name, sample_labels, value in self._samples.get(port, [])
                     if sample_name == name and wanted <= sample_labels.items()) for port in self.metrics_ports]

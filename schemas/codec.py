@@ -8,7 +8,6 @@ is what a dead letter records.
 from __future__ import annotations
 
 import io
-import re
 import struct
 import uuid
 from collections.abc import Collection
@@ -16,11 +15,11 @@ from typing import Any, NamedTuple
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from schemas.contract import CANONICAL_UUID
 from schemas.registry import SchemaRegistry, UnknownSchemaId
 
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class DecodeError(ValueError):
@@ -88,7 +87,7 @@ class AvroCodec:
             raise DecodeError("CORRUPT_BODY", f"schema id {schema_id}: decoded to a non-record", schema_id)
         for name in uuid_fields:
             text = record.get(name)
-            if isinstance(text, str) and not _CANONICAL_UUID.fullmatch(text):
+            if isinstance(text, str) and not CANONICAL_UUID.fullmatch(text):
                 record[name] = _canonical_uuid(text)
         return Decoded(schema_id, record)
 

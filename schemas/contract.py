@@ -43,7 +43,7 @@ _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
 )
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # str(uuid.UUID)
 _TIMEZONES = frozenset(available_timezones())
 
 
@@ -398,7 +398,7 @@ def _valid_unicode(text: str) -> bool:
 def _is_uuid(value: Any) -> bool:
     if isinstance(value, uuid.UUID):  # Avro's uuid logical type decodes to one
         return True
-    if type(value) is str and _CANONICAL_UUID.fullmatch(value):  # decoded as text (AvroCodec)
+    if type(value) is str and CANONICAL_UUID.fullmatch(value):  # decoded as text (AvroCodec)
         return True
     try:
         uuid.UUID(str(value))

@@ -8,36 +8,27 @@ import time
 
 import pytest
 from kafka import KafkaProducer, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers.consumer_loop import ConsumerLoop
 from deploy.embedded_broker import EmbeddedBroker
 from tests.conftest import wait_until
 from tests.e2e.test_flush_retry import assigned_consumer
+from tests.e2e.test_group_join import Kept
 
 pytestmark = pytest.mark.stack
 TOPIC = "collection.actions"
 
 
-class Batches:
+class Batches(Kept):
     """Keeps records; each flush records the size of the batch it stored."""
 
     def __init__(self) -> None:
-        self.records: list[ConsumerRecord] = []
+        super().__init__()
         self.sizes: list[int] = []
-
-    def add(self, record: ConsumerRecord) -> None:
-        self.records.append(record)
-
-    def pending(self) -> int:
-        return len(self.records)
 
     def flush(self) -> None:
         self.sizes.append(len(self.records))
-        self.records.clear()
-
-    def drop(self) -> None:
-        self.records.clear()
+        super().flush()
 
 
 def loop_over(broker: EmbeddedBroker, records: int, max_wait_s: float) -> tuple[ConsumerLoop, Batches]:

@@ -34,7 +34,8 @@ from clickhouse_connect.driver._chdbclient import build_connection_string
 log = logging.getLogger(__name__)
 _TRAILING_FORMAT = re.compile(r"\sFORMAT\s+(\w+)\s*;?\s*$", re.I)
 _ERROR_CODE = re.compile(r"Code: (\d+)\.")
-_RELAYED_SETTINGS = ("date_time_input_format",)  # session settings that change how data is read
+# settings a client sends with an insert that change how data is read or stored
+_RELAYED_SETTINGS = ("date_time_input_format", "optimize_on_insert")
 
 
 class ClickHouseRelay:

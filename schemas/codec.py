@@ -15,11 +15,13 @@ from typing import Any, NamedTuple
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from schemas.compiled_reader import Reader, compile_reader
 from schemas.contract import CANONICAL_UUID
 from schemas.registry import SchemaRegistry, UnknownSchemaId
 
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")
+_Plan = tuple[Any, Any, tuple[str, ...], Reader | None]
 
 
 class DecodeError(ValueError):
@@ -53,7 +55,7 @@ class AvroCodec:
         self.registry = registry
         self.uuids_as_text = uuids_as_text
         self.plain_subjects = frozenset(plain_subjects)
-        self._plans: dict[tuple[str, int], tuple[Any, Any, tuple[str, ...]]] = {}  # see _plan
+        self._plans: dict[tuple[str, int], _Plan] = {}  # see _plan
         # (id(schema), logical types left plain) -> (copy, top-level uuid fields, schema)
         self._copies: dict[tuple[int, frozenset[str]], tuple[Any, tuple[str, ...], Any]] = {}
 
@@ -72,17 +74,21 @@ class AvroCodec:
         magic, schema_id = _HEADER.unpack_from(value)
         if magic != MAGIC_BYTE:
             raise DecodeError("BAD_MAGIC", f"first byte is {magic & 0xFF:#04x}, expected 0x00")
-        writer, reader, uuid_fields = self._plans.get((subject, schema_id)) or self._plan(subject, schema_id)
-        body = io.BytesIO(memoryview(value)[_HEADER.size:])
-        try:
-            record = schemaless_reader(body, writer, reader)
-        except Exception as exc:  # fastavro raises many types on corrupt input
-            raise DecodeError("CORRUPT_BODY", f"schema id {schema_id}: {type(exc).__name__}: {exc}",
-                              schema_id) from None
-        if body.tell() != len(value) - _HEADER.size:
+        writer, reader, uuid_fields, compiled = self._plans.get((subject, schema_id)) or self._plan(subject, schema_id)
+        record: Any
+        if compiled is not None:
+            record, end = self._read_compiled(compiled, value, schema_id)
+        else:
+            body = io.BytesIO(memoryview(value)[_HEADER.size:])
+            try:
+                record = schemaless_reader(body, writer, reader)
+            except Exception as exc:  # fastavro raises many types on corrupt input
+                raise DecodeError("CORRUPT_BODY", f"schema id {schema_id}: {type(exc).__name__}: {exc}",
+                                  schema_id) from None
+            end = _HEADER.size + body.tell()
+        if end != len(value):
             raise DecodeError("TRAILING_BYTES",
-                              f"schema id {schema_id}: {len(value) - _HEADER.size - body.tell()} bytes "
-                              "left after the record", schema_id)
+                              f"schema id {schema_id}: {len(value) - end} bytes left after the record", schema_id)
         if not isinstance(record, dict):
             raise DecodeError("CORRUPT_BODY", f"schema id {schema_id}: decoded to a non-record", schema_id)
         for name in uuid_fields:
@@ -91,9 +97,18 @@ class AvroCodec:
                 record[name] = _canonical_uuid(text)
         return Decoded(schema_id, record)
 
-    def _plan(self, subject: str, schema_id: int) -> tuple[Any, Any, tuple[str, ...]]:
+    @staticmethod
+    def _read_compiled(compiled: Reader, value: bytes, schema_id: int) -> tuple[dict[str, Any], int]:
+        try:
+            return compiled(value, _HEADER.size)
+        except Exception as exc:  # past the end, an index out of range, text that is not UTF-8
+            raise DecodeError("CORRUPT_BODY", f"schema id {schema_id}: {type(exc).__name__}: {exc}",
+                              schema_id) from None
+
+    def _plan(self, subject: str, schema_id: int) -> _Plan:
         """How to read `subject` written with `schema_id`: (writer schema, reader schema or None when it is
-        the writer's, top-level uuid fields to canonicalise), kept per (subject, id)."""
+        the writer's, top-level uuid fields to canonicalise, the decoder compiled for the writer's schema
+        when it is read as itself and compiles -- see schemas/compiled_reader.py), kept per (subject, id)."""
         try:
             writer = self.registry.by_id(schema_id)
         except UnknownSchemaId:
@@ -104,7 +119,9 @@ class AvroCodec:
         plain = PLAIN_LOGICAL_TYPES if subject in self.plain_subjects else _UUID_ONLY if self.uuids_as_text else None
         if plain is not None:
             (writer, uuid_fields), reader = self._copy(writer, plain), self._copy(reader, plain)[0]
-        plan = self._plans[(subject, schema_id)] = (writer, None if writer is reader else reader, uuid_fields)
+        same = writer is reader
+        plan = self._plans[(subject, schema_id)] = (writer, None if same else reader, uuid_fields,
+                                                    compile_reader(writer) if same else None)
         return plan
 
     def _copy(self, schema: Any, plain: frozenset[str]) -> tuple[Any, tuple[str, ...]]:

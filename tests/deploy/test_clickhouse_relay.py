@@ -14,6 +14,7 @@ from clickhouse_connect.driver.binding import use_form_encoding
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from consumers.trail_writer import INSERT_SETTINGS
 from deploy.clickhouse_client import connect
 from deploy.clickhouse_relay import ClickHouseRelay
 from deploy.supervisor import EmbeddedStack
@@ -47,6 +48,17 @@ def test_rows_inserted_through_the_relay_are_the_engines_rows(relayed: tuple[Cli
     client.insert(f"{database}.t", rows, column_names=["id", "text", "at", "attributes"])
     query = f"SELECT id, text, at, attributes FROM {database}.t ORDER BY at"
     assert engine.query(query).result_rows == client.query(query).result_rows == [tuple(r) for r in rows]
+
+
+def test_the_trail_writers_insert_settings_reach_the_engine(relayed: tuple[Client, Client, str]) -> None:
+    """Two rows of one sorting key in one insert of a ReplacingMergeTree: ClickHouse keeps one unless the
+    insert says optimize_on_insert = 0, as the trail writer's do (it writes no such pair)."""
+    client, engine, database = relayed
+    client.command(f"CREATE TABLE {database}.r (id String, n UInt8) ENGINE = ReplacingMergeTree ORDER BY id")
+    for settings, kept in (({}, 1), (INSERT_SETTINGS, 2)):
+        client.command(f"TRUNCATE TABLE {database}.r")
+        client.insert(f"{database}.r", [["same", 1], ["same", 2]], column_names=["id", "n"], settings=settings)
+        assert engine.query(f"SELECT count() FROM {database}.r").result_rows == [(kept,)]
 
 
 def test_bound_parameters_small_and_form_encoded(relayed: tuple[Client, Client, str]) -> None:

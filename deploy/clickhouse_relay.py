@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import re
 import tempfile
 import threading
@@ -36,14 +37,23 @@ _TRAILING_FORMAT = re.compile(r"\sFORMAT\s+(\w+)\s*;?\s*$", re.I)
 _ERROR_CODE = re.compile(r"Code: (\d+)\.")
 # settings a client sends with an insert that change how data is read or stored
 _RELAYED_SETTINGS = ("date_time_input_format", "optimize_on_insert")
+HANDLES = 4  # statements run at once: two store processes' inserts and lookups, and an auditor's query
 
 
 class ClickHouseRelay:
     """Serve the chDB engine at `path` on 127.0.0.1:`port` (0: any free port) until `stop()`."""
 
-    def __init__(self, path: str, chdb_options: dict[str, Any] | None = None, port: int = 0) -> None:
-        self._conn: Any = chdb.connect(build_connection_string(path, chdb_options))  # type: ignore[no-untyped-call]
-        self._lock = threading.Lock()  # one statement at a time on the handle
+    def __init__(self, path: str, chdb_options: dict[str, Any] | None = None, port: int = 0,
+                 handles: int = HANDLES) -> None:
+        self._connection_string = build_connection_string(path, chdb_options)
+        # Handles on the engine, each running one statement at a time: a store process's lookup runs while
+        # another's insert does, and two inserts run side by side, on both cores (one handle made them queue).
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._capacity = handles
+        self._free = threading.BoundedSemaphore(handles)
+        self._handles: list[Any] = []
+        self._lock = threading.Lock()  # guards _handles
+        self._idle.put(self._open())  # the engine opens the directory now: a wrong path fails here, not later
         relay = self
 
         class Handler(_Handler):
@@ -66,13 +76,28 @@ class ClickHouseRelay:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        with self._lock:
-            self._conn.close()
+        for _ in range(self._capacity):
+            self._free.acquire()  # every statement running has returned its handle
+        for handle in self._handles:
+            handle.close()
 
     def execute(self, sql: str, fmt: str, params: dict[str, str]) -> bytes:
-        with self._lock:
-            result = self._conn.query(sql, fmt, params=params)
+        with self._free:
+            try:
+                handle = self._idle.get_nowait()
+            except queue.Empty:
+                handle = self._open()
+            try:
+                result = handle.query(sql, fmt, params=params)
+            finally:
+                self._idle.put(handle)
         return bytes(result.bytes()) if result is not None else b""
+
+    def _open(self) -> Any:
+        handle = chdb.connect(self._connection_string)  # type: ignore[no-untyped-call]
+        with self._lock:
+            self._handles.append(handle)
+        return handle
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -4,6 +4,8 @@ inserts streamed, and ClickHouse's own errors passed through with their codes.""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,18 +26,23 @@ pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="module")
-def relayed(stack: EmbeddedStack, clickhouse: Client) -> Iterator[tuple[Client, Client, str]]:
-    """(a client through the relay, a client on the engine itself, a scratch database)."""
+def relay(stack: EmbeddedStack) -> Iterator[ClickHouseRelay]:
     if not stack.settings.clickhouse.startswith("chdb:"):
         pytest.skip("the relay serves embedded chDB; CLICKHOUSE_URL names a server")
     relay = ClickHouseRelay(urlparse(stack.settings.clickhouse).path).start()
+    yield relay
+    relay.stop()
+
+
+@pytest.fixture(scope="module")
+def relayed(relay: ClickHouseRelay, clickhouse: Client) -> Iterator[tuple[Client, Client, str]]:
+    """(a client through the relay, a client on the engine itself, a scratch database)."""
     database = f"relay_{unique_token()}"
     clickhouse.command(f"CREATE DATABASE {database}")
     try:
         yield connect(relay.url), clickhouse, database
     finally:
         clickhouse.command(f"DROP DATABASE {database}")
-        relay.stop()
 
 
 def test_rows_inserted_through_the_relay_are_the_engines_rows(relayed: tuple[Client, Client, str]) -> None:
@@ -59,6 +66,20 @@ def test_the_trail_writers_insert_settings_reach_the_engine(relayed: tuple[Clien
         client.command(f"TRUNCATE TABLE {database}.r")
         client.insert(f"{database}.r", [["same", 1], ["same", 2]], column_names=["id", "n"], settings=settings)
         assert engine.query(f"SELECT count() FROM {database}.r").result_rows == [(kept,)]
+
+
+def test_a_statement_runs_while_another_one_does(relay: ClickHouseRelay) -> None:
+    """A store process's lookup is not held up by another's insert: the relay runs statements side by side."""
+    client, slow_client = connect(relay.url), connect(relay.url)
+    slow = threading.Thread(target=slow_client.query, args=("SELECT sleep(2)",))
+    slow.start()
+    time.sleep(0.3)  # the slow statement is running
+    started = time.monotonic()
+    assert client.query("SELECT 1").result_rows == [(1,)]
+    answered_after = time.monotonic() - started
+    assert slow.is_alive(), "the slow statement was still running when the quick one was answered"
+    slow.join()
+    assert answered_after < 1.0
 
 
 def test_bound_parameters_small_and_form_encoded(relayed: tuple[Client, Client, str]) -> None:

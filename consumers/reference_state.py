@@ -29,7 +29,7 @@ class Profile:
     timezone: str | None
     phone_region: str | None
     jurisdiction: str | None
-    received_at: datetime
+    received_at: Instant
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,9 @@ def _earlier(a: Instant | None, b: Instant | None) -> Instant | None:
 class ReferenceState:
     def __init__(self, in_micros: bool = False) -> None:
         self.in_micros = in_micros
-        self._unit: Callable[[datetime], Instant] = to_micros if in_micros else _as_it_is  # records hold datetimes
+        # records hold datetimes (decoded), or microseconds (the store decodes references plain; ClickHouse
+        # gives datetimes back when the state is loaded from it)
+        self._unit: Callable[[Any], Instant] = _micros if in_micros else _as_it_is
         self._lifetime: Instant = _LIFETIME_US if in_micros else CERTIFICATION_LIFETIME
         self.profiles: dict[str, Profile] = {}
         self._licences: dict[str, _History] = {}
@@ -101,7 +103,7 @@ class ReferenceState:
     def apply(self, record: dict[str, Any]) -> None:
         """Take in a decoded reference record (other kinds are ignored here)."""
         kind = record["kind"]
-        received = record["occurred_at"]
+        received = self._unit(record["occurred_at"])
         if kind == "DEBTOR_PROFILE":
             current = self.profiles.get(record["debtor_id"])
             if current is None or current.received_at <= received:
@@ -113,12 +115,12 @@ class ReferenceState:
             valid_to = None if valid_to is None else unit(valid_to)
             if kind == "AGENCY_LICENSE":
                 self._licences.setdefault(record["agency_id"], _History()).add(Grant(
-                    unit(received), str(record["event_id"]), record["status"], valid_from, valid_to))
+                    received, str(record["event_id"]), record["status"], valid_from, valid_to))
                 return
             if valid_to is None and valid_from is not None:
                 valid_to = valid_from + self._lifetime
             self._certifications.setdefault(record["collector_id"], _History()).add(Grant(
-                unit(received), str(record["event_id"]), "VALID", valid_from, valid_to))
+                received, str(record["event_id"]), "VALID", valid_from, valid_to))
 
     def qualification(self, agency_id: str, collector_id: str | None, moment: Instant) -> tuple[str, str]:
         """(licence status, certification status) at `moment`: what every action is judged with."""
@@ -140,3 +142,7 @@ class ReferenceState:
 
 def _as_it_is(moment: datetime) -> datetime:
     return moment
+
+
+def _micros(moment: datetime | int) -> int:
+    return moment if type(moment) is int else to_micros(moment)  # type: ignore[arg-type]

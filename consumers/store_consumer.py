@@ -154,7 +154,7 @@ class StoreProcessor:
         stored_at = time.time()
         self.metrics.end_to_end.observe_many(ACTIONS.name, [stored_at - r["produced_at"] / 1e6
                                                             for r, _, _ in batch.actions])
-        self.metrics.end_to_end.observe_many(REFERENCE_EVENTS.name, [stored_at - to_micros(r["produced_at"]) / 1e6
+        self.metrics.end_to_end.observe_many(REFERENCE_EVENTS.name, [stored_at - r["produced_at"] / 1e6
                                                                      for r, _, _ in batch.references])
 
     def _write(self, table: str, rows: list[dict[str, Any]] | Columns) -> None:
@@ -298,10 +298,11 @@ def _forget_lag(revoked: list[TopicPartition], metrics: ConsumerMetrics) -> None
 
 
 def store_codec(registry: SchemaRegistry) -> AvroCodec:
-    """The store decodes actions plain (instants in microseconds, dates in days, ids as text), as it
-    enriches and inserts them (Enricher.action_columns); reference events and alerts with their logical
-    types, as the reference state keeps them."""
-    return AvroCodec(registry, plain_subjects=[value_subject(TOPIC_ACTIONS)])
+    """The store decodes actions and reference events plain (instants in microseconds, dates in days, ids
+    as text), as it enriches and inserts them and as its reference state keeps them: that is also what the
+    decoder compiled from a schema reads (schemas/compiled_reader.py). Alerts, a few per thousand
+    actions, keep their logical types."""
+    return AvroCodec(registry, plain_subjects=[value_subject(TOPIC_ACTIONS), value_subject(TOPIC_REFERENCE)])
 
 
 def _import_insert_dependencies() -> None:

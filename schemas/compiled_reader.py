@@ -8,9 +8,9 @@ one-byte varint read inline -- decodes the same record in about 5.5 us (docs/ope
 Only what the schema is written with, read as itself (no reader schema to resolve to) and without
 logical types: `compile_reader` returns None for anything else and the codec keeps fastavro for it.
 It refuses whatever fastavro refuses, and two faults fastavro reads past: a negative enum or union
-index (fastavro counts it from the last symbol or branch) and a boolean byte other than 0 or 1 (fastavro reads it as
-true). It raises ValueError (UnicodeDecodeError for text that is not UTF-8) or IndexError;
-tests/schemas/test_compiled_reader.py compares it with fastavro.
+index (fastavro counts it from the last symbol or branch) and a boolean byte other than 0 or 1
+(fastavro reads it as true). It raises ValueError (UnicodeDecodeError for text that is not UTF-8)
+or IndexError; tests/schemas/test_compiled_reader.py compares it with fastavro.
 """
 
 from __future__ import annotations

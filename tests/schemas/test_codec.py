@@ -13,6 +13,7 @@ from schemas.registry import CatalogRegistry
 from tests.conftest import NOW, action
 
 ACTIONS = "collection.actions-value"
+REFERENCES = "collection.reference-value"
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +65,11 @@ def test_plain_subjects_decode_instants_dates_and_ids_as_they_are_on_the_wire(co
         {k: v for k, v in decoded.items() if k not in ("event_id", "occurred_at", "produced_at", "due_date")}
 
 
-def test_every_logical_type_of_every_action_schema_is_one_a_plain_decode_leaves_plain() -> None:
-    """The store reads actions plain (microseconds, days, text): a new version with another logical type
-    (timestamp-millis, decimal) would reach its enrichment converted, so it must extend PLAIN_LOGICAL_TYPES
-    and the enrichment first."""
+@pytest.mark.parametrize("subject", [ACTIONS, REFERENCES])
+def test_every_logical_type_of_every_stored_schema_is_one_a_plain_decode_leaves_plain(subject: str) -> None:
+    """The store reads actions and reference events plain (microseconds, days, text): a new version with
+    another logical type (timestamp-millis, decimal) would reach its enrichment converted, so it must extend
+    PLAIN_LOGICAL_TYPES and the enrichment first."""
     def logical_types(node: Any) -> set[str]:
         if isinstance(node, list):
             return set().union(*map(logical_types, node)) if node else set()
@@ -76,7 +78,7 @@ def test_every_logical_type_of_every_action_schema_is_one_a_plain_decode_leaves_
         found = {node["logicalType"]} if "logicalType" in node else set()
         return found.union(*map(logical_types, node.values()))
 
-    for version in Catalog.load().versions(ACTIONS):
+    for version in Catalog.load().versions(subject):
         assert logical_types(version.schema) <= PLAIN_LOGICAL_TYPES, version
 
 

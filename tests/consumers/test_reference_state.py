@@ -71,6 +71,22 @@ def test_the_newest_profile_wins_whatever_the_arrival_order() -> None:
     assert state.profiles["D"].timezone == "Asia/Shanghai"
 
 
+def test_a_state_in_microseconds_takes_records_decoded_either_way() -> None:
+    """The store's state is loaded from ClickHouse (datetimes) and then follows the topic (decoded plain:
+    microseconds, ids as text); both kinds of record are compared with each other."""
+    state = ReferenceState(in_micros=True)
+    state.apply(ref("DEBTOR_PROFILE", T0, debtor_id="D", timezone="Asia/Shanghai"))
+    state.apply(ref("DEBTOR_PROFILE", to_micros(T0 + timedelta(hours=1)), debtor_id="D", timezone="Europe/London",
+                    event_id=str(uuid.uuid4())))
+    state.apply(ref("DEBTOR_PROFILE", to_micros(T0 - timedelta(hours=1)), debtor_id="D", timezone="Asia/Tokyo"))
+    assert state.profiles["D"].timezone == "Europe/London"
+    state.apply(ref("AGENCY_LICENSE", T0, agency_id="A", status="VALID", valid_from=T0))
+    state.apply(ref("AGENCY_LICENSE", to_micros(T0 + timedelta(days=1)), agency_id="A", status="REVOKED",
+                    valid_from=to_micros(T0 + timedelta(days=1)), event_id=str(uuid.uuid4())))
+    assert state.licence_status("A", to_micros(T0 + timedelta(hours=1))) == "VALID"
+    assert state.licence_status("A", to_micros(T0 + timedelta(days=2))) == "REVOKED"
+
+
 def status_from_scratch(grants: list[dict[str, Any]], moment: datetime) -> str:
     """The rule of the module docstring, read literally: the newest grant received at or before the moment."""
     known = [g for g in grants if g["occurred_at"] <= moment]

@@ -130,6 +130,16 @@ def test_an_index_or_byte_out_of_range_is_refused_where_fastavro_reads_past_it_t
         read(value, 0)
 
 
+@pytest.mark.parametrize("varint", [b"\x80" * 9 + b"\x02", b"\xff" * 9 + b"\x7f", b"\x80" * 10 + b"\x01"])
+def test_a_varint_beyond_64_bits_is_refused(varint: bytes) -> None:
+    schema = parse_schema({"type": "record", "name": "L", "fields": [{"name": "n", "type": "long"}]})
+    read = compile_reader(schema)
+    assert read is not None
+    assert read(b"\x80" * 9 + b"\x01", 0) == ({"n": 2**62}, 10)  # the 64th bit, in the tenth byte
+    with pytest.raises(ValueError, match="beyond 64 bits"):
+        read(varint, 0)
+
+
 def test_a_string_running_past_the_end_is_refused_not_cut_short() -> None:
     schema = parse_schema({"type": "record", "name": "S", "fields": [{"name": "text", "type": "string"}]})
     value = written(schema, {"text": "abcdef"})[:-2]

@@ -12,23 +12,23 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
 import orjson
 
+from schemas.contract import from_days, to_micros
+
 GENESIS = "0" * 64
 CHAIN_COLUMNS = ("prev_hash", "row_hash")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _plain(value: Any) -> Any:
     """JSON form of the values JSON has no type for (the encoder calls it only for those)."""
     if isinstance(value, datetime):
-        delta = value - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return to_micros(value)
     if isinstance(value, date):
         return value.isoformat()
     raise TypeError(f"no canonical form for {type(value).__name__}")
@@ -91,5 +91,5 @@ def month_of(moment: datetime | int) -> int:
 
 @lru_cache(maxsize=4096)
 def _month_of_day(days: int) -> int:
-    day = _EPOCH.date() + timedelta(days=days)
+    day = from_days(days)
     return day.year * 100 + day.month

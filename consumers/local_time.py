@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
 
-from schemas.contract import from_micros
+from schemas.contract import from_days, from_micros
 
 JURISDICTION_ZONES = {"CN": "Asia/Shanghai", "US": "America/New_York", "UK": "Europe/London"}
 
@@ -64,7 +64,6 @@ def local_view(moment: datetime, zone_name: str) -> tuple[str, datetime]:
     return local.isoformat(timespec="microseconds" if local.microsecond else "seconds"), local
 
 
-_EPOCH_DATE = date(1970, 1, 1)
 _HOUR_US = 3_600_000_000
 _DAY_US = 86_400_000_000
 
@@ -104,5 +103,5 @@ def _offset_through_hour(zone_name: str, hour: int) -> tuple[int, str] | None:
 @lru_cache(maxsize=100_000)
 def calendar_day(days: int) -> tuple[date, str]:
     """(date, ISO text) of the day `days` after 1970-01-01: a date as a plain decode gives it."""
-    day = _EPOCH_DATE + timedelta(days=days)
+    day = from_days(days)
     return day, day.isoformat()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.contract import to_micros
+from schemas.contract import as_micros
 
 CERTIFICATION_LIFETIME = timedelta(days=365)
 _LIFETIME_US = CERTIFICATION_LIFETIME // timedelta(microseconds=1)
@@ -94,7 +94,7 @@ class ReferenceState:
         self.in_micros = in_micros
         # records hold datetimes (decoded), or microseconds (the store decodes references plain; ClickHouse
         # gives datetimes back when the state is loaded from it)
-        self._unit: Callable[[Any], Instant] = _micros if in_micros else _as_it_is
+        self._unit: Callable[[Any], Instant] = as_micros if in_micros else _as_it_is
         self._lifetime: Instant = _LIFETIME_US if in_micros else CERTIFICATION_LIFETIME
         self.profiles: dict[str, Profile] = {}
         self._licences: dict[str, _History] = {}
@@ -142,7 +142,3 @@ class ReferenceState:
 
 def _as_it_is(moment: datetime) -> datetime:
     return moment
-
-
-def _micros(moment: datetime | int) -> int:
-    return moment if type(moment) is int else to_micros(moment)  # type: ignore[arg-type]

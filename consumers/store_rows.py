@@ -11,7 +11,7 @@ import base64
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -21,7 +21,7 @@ from consumers.pii import PiiMasker
 from consumers.reference_state import ReferenceState
 from consumers.text_normalization import normalize
 from consumers.trail_writer import ACTION_COLUMNS, Columns
-from schemas.contract import to_micros
+from schemas.contract import as_micros, to_days, to_micros
 
 DEAD_LETTER_NAMESPACE = uuid.UUID("b5d0f3c2-7a4e-4f1b-9c8d-1e2f3a4b5c6d")
 
@@ -133,7 +133,6 @@ _DERIVED_COLUMNS = (
     "contact_address_hash", "contact_address_last4", "message_text", "message_text_normalized", "pii_redactions",
     "due_date", "attributes", "jurisdiction", "debtor_timezone", "timezone_source", "local_time", "local_date",
     "local_hour", "local_weekday", "agency_license_status", "collector_cert_status")
-_EPOCH_DATE = date(1970, 1, 1)
 
 
 def plain_action(record: dict[str, Any]) -> dict[str, Any]:
@@ -142,9 +141,8 @@ def plain_action(record: dict[str, Any]) -> dict[str, Any]:
     occurred, produced, due, event_id = (record["occurred_at"], record["produced_at"], record["due_date"],
                                          record["event_id"])
     return record | {"event_id": event_id if type(event_id) is str else str(event_id),
-                     "occurred_at": occurred if type(occurred) is int else to_micros(occurred),
-                     "produced_at": produced if type(produced) is int else to_micros(produced),
-                     "due_date": due if due is None or type(due) is int else (due - _EPOCH_DATE).days}
+                     "occurred_at": as_micros(occurred), "produced_at": as_micros(produced),
+                     "due_date": due if due is None or type(due) is int else to_days(due)}
 
 
 def dead_letter_row(reason: str, detail: str, group: str, topic: str, partition: int, offset: int,

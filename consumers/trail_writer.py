@@ -18,7 +18,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.insert import InsertContext
 
 from consumers.hash_chain import GENESIS, hashed_columns, link, month_of, values_hash
-from schemas.contract import from_micros, to_micros
+from schemas.contract import as_micros, from_micros
 
 _ACTION_COLUMNS = (
     "event_id", "occurred_at", "occurred_offset_minutes", "produced_at", "source_system", "agency_id", "debtor_id",
@@ -147,12 +147,13 @@ class TrailWriter:
         one transposition."""
         table, heads, latest_of = self.table, self._heads, self._latest
         keys = columns[table.key_column]  # type: ignore[index]
-        times = _micros_of(columns[table.time_column])
-        self._load_heads(set(keys))
+        times = list(map(as_micros, columns[table.time_column]))
+        distinct = set(keys)
+        self._load_heads(distinct)
         flags = "out_of_order" in columns
         months = list(map(month_of, times))
         seqs, out_of_order = [], []
-        last_seq = {key: {month: head[0] for month, head in heads[key].items()} for key in set(keys)}
+        last_seq = {key: {month: head[0] for month, head in heads[key].items()} for key in distinct}
         for key, when, month in zip(keys, times, months, strict=True):
             seq = last_seq[key][month] = last_seq[key].get(month, 0) + 1
             seqs.append(seq)
@@ -173,7 +174,7 @@ class TrailWriter:
             chain[month] = (seq, row_hash)
             prevs.append(prev)
             hashes.append(row_hash)
-        for key in last_seq:
+        for key in distinct:
             heads.move_to_end(key)
         columns.update(prev_hash=prevs, row_hash=hashes)
 
@@ -185,7 +186,7 @@ class TrailWriter:
         table = self.table
         range_values = columns[table.lookup_range[0]]
         if table.lookup_range[1].startswith("DateTime"):
-            range_values = _micros_of(range_values)
+            range_values = list(map(as_micros, range_values))
         order = sorted(range(len(ids)), key=range_values.__getitem__)
         keys = [columns[table.lookup_key][i] for i in order]
         stored: list[str] = []
@@ -237,11 +238,6 @@ class TrailWriter:
                     self._heads[key][int(month)] = (int(seq), row_hash)
                     if key not in self._latest or latest > self._latest[key]:
                         self._latest[key] = int(latest)
-
-
-def _micros_of(instants: list[Any]) -> list[int]:
-    """Instants held as aware datetimes or as microseconds since the epoch, as microseconds."""
-    return [t if type(t) is int else to_micros(t) for t in instants]
 
 
 def _parameter_parts(keys: list[str]) -> Iterator[tuple[int, int]]:

@@ -3,7 +3,7 @@
 fastavro's reader is generic: for every field of every record it looks the field's type up in the
 schema and dispatches on it. For the store's actions (24 fields) that is 8 us a record, a sixth of
 what storing one costs. A function written for the schema -- each field read where it stands, the
-one-byte varint read inline -- decodes the same record in about 5.5 us (docs/operations.md).
+one-byte varint read inline -- decodes the same record in 5.5-6.2 us (docs/operations.md).
 
 Only what the schema is written with, read as itself (no reader schema to resolve to) and without
 logical types: `compile_reader` returns None for anything else and the codec keeps fastavro for it.
@@ -85,7 +85,7 @@ class _Source:
         return target
 
     def _read_into(self, avro_type: Any, indent: int, target: str) -> None:
-        if isinstance(avro_type, dict) and set(avro_type) - {"type"} == set() and avro_type.get("type") in _PRIMITIVES:
+        if isinstance(avro_type, dict) and avro_type.keys() == {"type"} and avro_type["type"] in _PRIMITIVES:
             avro_type = avro_type["type"]  # {"type": "string"}
         if isinstance(avro_type, list):
             self._union(avro_type, indent, target)

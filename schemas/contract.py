@@ -91,6 +91,21 @@ def from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+def as_micros(moment: datetime | int) -> int:
+    """An instant decoded (an aware datetime) or plain (microseconds since the epoch), as microseconds."""
+    return moment if type(moment) is int else to_micros(moment)  # type: ignore[arg-type]
+
+
+def to_days(day: date) -> int:
+    """Days since 1970-01-01: a date as Avro's `date` holds it."""
+    return (day - _EPOCH_DATE).days
+
+
+def from_days(days: int) -> date:
+    """The date `days` after 1970-01-01 (to_days undone)."""
+    return _EPOCH_DATE + timedelta(days=days)
+
+
 def parse_rfc3339(text: str) -> tuple[datetime, int]:
     """(UTC instant, stated offset in minutes) of an RFC 3339 timestamp; ValueError if it is not one."""
     match = _RFC3339.match(text)
@@ -137,7 +152,7 @@ def record_to_json(record: Mapping[str, Any]) -> dict[str, Any]:
         if field in ("occurred_at", "valid_from", "valid_to"):
             out[field] = format_rfc3339(value, offset)
         elif field == "due_date" and isinstance(value, int):
-            out[field] = (_EPOCH_DATE + timedelta(days=value)).isoformat()
+            out[field] = from_days(value).isoformat()
         elif (field == "attributes" or field == "channels") and not value:
             continue
         else:
@@ -247,7 +262,7 @@ class _Checker:
             low, high = _STORABLE_DATES
             self.fail(field, f"{text!r} is outside {low}..{high}, the dates the trail stores")
             return None
-        return (day - _EPOCH_DATE).days
+        return to_days(day)
 
     def attributes(self) -> dict[str, str]:
         value = self.obj.get("attributes")
@@ -417,7 +432,7 @@ _STORABLE_INSTANTS = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2262, 4, 11, tz
 _STORABLE_DATES = (date(1900, 1, 1), date(2299, 12, 31))
 # The same in the values a plain decode (AvroCodec plain_subjects) leaves: microseconds and days since 1970.
 _STORABLE_MICROS = (to_micros(_STORABLE_INSTANTS[0]), to_micros(_STORABLE_INSTANTS[1]))
-_STORABLE_DAYS = ((_STORABLE_DATES[0] - _EPOCH_DATE).days, (_STORABLE_DATES[1] - _EPOCH_DATE).days)
+_STORABLE_DAYS = (to_days(_STORABLE_DATES[0]), to_days(_STORABLE_DATES[1]))
 _EARLIEST_MICROS = to_micros(EARLIEST)
 _STORABLE_INTS = {"duration_seconds": (0, 2**32 - 1), "staff_count": (0, 2**16 - 1),
                   "occurred_at_offset_minutes": (-18 * 60, 18 * 60), "rule_version": (0, 2**16 - 1)}

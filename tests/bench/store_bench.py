@@ -209,10 +209,10 @@ def run(console: Console, n_events: int) -> dict[str, float]:
     with tempfile.NamedTemporaryFile(suffix=".events") as events:
         pickle.dump(values, events)
         events.flush()
-        for processes, key in ((1, "store_end_to_end"), (2, "store_2_processes")):
+        for processes, rate, seconds in ((1, "store_end_to_end_per_s", "store_seconds"),
+                                         (2, "store_2_processes_per_s", "store_2_processes_seconds")):
             console.print(f"store: end to end, {processes} store process{'es' if processes > 1 else ''}...")
-            rate, seconds = end_to_end_in_a_fresh_process(Path(events.name), processes)
-            results[f"{key}_per_s"], results["store_seconds" if processes == 1 else f"{key}_seconds"] = rate, seconds
+            results[rate], results[seconds] = end_to_end_in_a_fresh_process(Path(events.name), processes)
     slowest = min(results[k] for k in results if k.startswith("ceiling_"))
     results["store_ratio_one_process"] = results["store_end_to_end_per_s"] / slowest
     results["store_ratio_to_slowest_ceiling"] = results["store_2_processes_per_s"] / slowest  # both cores

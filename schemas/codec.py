@@ -76,34 +76,26 @@ class AvroCodec:
             raise DecodeError("BAD_MAGIC", f"first byte is {magic & 0xFF:#04x}, expected 0x00")
         writer, reader, uuid_fields, compiled = self._plans.get((subject, schema_id)) or self._plan(subject, schema_id)
         record: Any
-        if compiled is not None:
-            record, end = self._read_compiled(compiled, value, schema_id)
-        else:
-            body = io.BytesIO(memoryview(value)[_HEADER.size:])
-            try:
-                record = schemaless_reader(body, writer, reader)
-            except Exception as exc:  # fastavro raises many types on corrupt input
-                raise DecodeError("CORRUPT_BODY", f"schema id {schema_id}: {type(exc).__name__}: {exc}",
-                                  schema_id) from None
-            end = _HEADER.size + body.tell()
+        try:
+            if compiled is not None:  # a record schema: it returns a dict
+                record, end = compiled(value, _HEADER.size)
+            else:
+                body = io.BytesIO(memoryview(value)[_HEADER.size:])
+                record, end = schemaless_reader(body, writer, reader), _HEADER.size + body.tell()
+        except Exception as exc:  # fastavro raises many types on corrupt input; the compiled decoder
+            # ValueError, IndexError (past the end, an index out of range) or UnicodeDecodeError
+            raise DecodeError("CORRUPT_BODY", f"schema id {schema_id}: {type(exc).__name__}: {exc}",
+                              schema_id) from None
         if end != len(value):
             raise DecodeError("TRAILING_BYTES",
                               f"schema id {schema_id}: {len(value) - end} bytes left after the record", schema_id)
-        if not isinstance(record, dict):
+        if compiled is None and not isinstance(record, dict):
             raise DecodeError("CORRUPT_BODY", f"schema id {schema_id}: decoded to a non-record", schema_id)
         for name in uuid_fields:
             text = record.get(name)
             if isinstance(text, str) and not CANONICAL_UUID.fullmatch(text):
                 record[name] = _canonical_uuid(text)
         return Decoded(schema_id, record)
-
-    @staticmethod
-    def _read_compiled(compiled: Reader, value: bytes, schema_id: int) -> tuple[dict[str, Any], int]:
-        try:
-            return compiled(value, _HEADER.size)
-        except Exception as exc:  # past the end, an index out of range, text that is not UTF-8
-            raise DecodeError("CORRUPT_BODY", f"schema id {schema_id}: {type(exc).__name__}: {exc}",
-                              schema_id) from None
 
     def _plan(self, subject: str, schema_id: int) -> _Plan:
         """How to read `subject` written with `schema_id`: (writer schema, reader schema or None when it is

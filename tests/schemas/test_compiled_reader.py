@@ -142,6 +142,23 @@ def test_a_varint_beyond_64_bits_is_refused(varint: bytes) -> None:
         read(varint, 0)
 
 
+def test_an_index_written_in_more_than_one_byte_is_read_as_fastavro_reads_it() -> None:
+    schema = parse_schema({"type": "record", "name": "I", "fields": [
+        {"name": "level", "type": {"type": "enum", "name": "Level", "symbols": [f"L{i}" for i in range(100)]}},
+        {"name": "maybe", "type": ["null", "long"]}]})
+    read = compile_reader(schema)
+    assert read is not None
+    value = written(schema, {"level": "L70", "maybe": None})
+    assert value == b"\x8c\x01\x00"  # index 70, zig-zag 140, takes two bytes
+    assert read(value, 0) == by_fastavro(schema, value) == ({"level": "L70", "maybe": None}, 3)
+    padded = b"\x8c\x01\x80\x00"  # the union's index 0 written in two bytes
+    assert read(padded, 0) == by_fastavro(schema, padded) == ({"level": "L70", "maybe": None}, 4)
+    with pytest.raises(ValueError, match="enum index -70"):
+        read(b"\x8b\x01\x00", 0)  # zig-zag 139
+    with pytest.raises(ValueError, match="union index 70 of 2 branches"):
+        read(b"\x00\x8c\x01", 0)
+
+
 def test_a_string_running_past_the_end_is_refused_not_cut_short() -> None:
     schema = parse_schema({"type": "record", "name": "S", "fields": [{"name": "text", "type": "string"}]})
     value = written(schema, {"text": "abcdef"})[:-2]

@@ -269,7 +269,7 @@ def end_to_end_in_a_fresh_process(events: Path, processes: int, console: Console
     Run one after the other in one process, the second run was slower and its figure drifted: two store
     processes measured 27,584 events/s after a one-process run, against 32,174-39,707 for the same code
     in runs that had only other two-process runs before them (docs/operations.md). A run whose processes
-    did not store side by side (store_end_to_end returns None: 2 of 7 runs in one series) is run again,
+    did not store side by side (store_end_to_end returns None: 1 of 6 instrumented runs) is run again,
     up to five times in all."""
     for _ in range(5):
         done = subprocess.run([sys.executable, "-m", "tests.bench.store_bench", str(events), str(processes)],

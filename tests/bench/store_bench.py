@@ -164,7 +164,7 @@ def store_end_to_end(settings: Settings, client: Any, n: int, processes: int) ->
         while durable() < n:
             time.sleep(0.05)
         # read at the end: a process names a partition once it has fetched from it (it knows its high-water
-        # mark), and early on that was one of its six action partitions at times
+        # mark); read as the window began, one process had named one of its three action partitions
         held = [held_partitions(port) for port in others.metrics_ports]
     finally:
         admin.close()
@@ -259,8 +259,8 @@ def run(console: Console, n_events: int) -> dict[str, float]:
     return results
 
 
-# Runs of one end-to-end layout, the median reported: identical runs one after the other ranged from 31,584
-# to 41,546 events/s for two processes (docs/operations.md), so one run's figure says little.
+# Runs of one end-to-end layout, the median reported: identical two-process runs one after the other ranged
+# from 26,298 to 41,405 events/s with the window below (docs/operations.md), so one run's figure says little.
 END_TO_END_RUNS = 3
 
 

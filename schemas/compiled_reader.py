@@ -51,8 +51,8 @@ def compile_reader(schema: Any) -> Reader | None:
 
 def _long(buf: bytes, p: int) -> tuple[int, int]:
     """A zig-zag varint at p (of more than one byte: the generated code reads one-byte ones itself).
-    Unrolled up to eight bytes -- an instant in microseconds takes eight -- which is a fifth faster
-    than the loop that reads longer ones."""
+    Unrolled up to eight bytes -- an instant in microseconds takes eight -- which takes a sixth less time
+    than the loop that reads longer ones (591 against 712 ns for eight bytes). The steps repeat on purpose."""
     n = buf[p] & 0x7F
     b = buf[p + 1]
     n |= (b & 0x7F) << 7

@@ -1,7 +1,8 @@
 """The store consumer: every event of the three topics enriched and stored in ClickHouse once.
 
 decode (writer schema -> reader schema) -> validate -> dead letter, or enrich -> rows -> insert
-(trail writer: dedup, hash chain) -> dead letters to collection.dlq -> commit (ConsumerLoop).
+(trail writer: dedup, hash chain) -> dead letters to collection.dlq -> commit (ConsumerLoop). A batch is
+stored on a worker thread while the next one is polled and decoded (the loop, pipelined).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class _Batch:
     references: list[tuple[dict[str, Any], ConsumerRecord, int]] = field(default_factory=list)
     alerts: list[tuple[dict[str, Any], ConsumerRecord, int]] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
+    consumed: Counter[str] = field(default_factory=Counter)  # records per topic; published once stored
 
     def __len__(self) -> int:
         return len(self.actions) + len(self.references) + len(self.alerts) + len(self.dead)
@@ -74,11 +76,10 @@ class StoreProcessor:
         self.group = group
         self.writers = {t.name: TrailWriter(client, t) for t in (ACTIONS, REFERENCE_EVENTS, ALERTS, DEAD_LETTERS)}
         self.batch = _Batch()
-        self.consumed: Counter[str] = Counter()  # per batch; published to the metric on flush
 
     def add(self, record: ConsumerRecord) -> None:
         topic = record.topic
-        self.consumed[topic] += 1
+        self.batch.consumed[topic] += 1
         try:
             decoded = self.codec.decode(_SUBJECTS[topic], record.value)
         except DecodeError as exc:
@@ -110,12 +111,20 @@ class StoreProcessor:
 
     def drop(self) -> None:
         self.batch = _Batch()
-        self.consumed.clear()
         for writer in self.writers.values():
             writer.forget()
 
     def flush(self) -> None:
-        batch = self.batch
+        self.store(self.batch)
+        self.batch = _Batch()
+
+    def seal(self) -> _Batch:
+        """The pending batch, for `store`; records added from now on make the next one."""
+        batch, self.batch = self.batch, _Batch()
+        return batch
+
+    def store(self, batch: _Batch) -> None:
+        """Make `batch` durable; on failure it can be stored again (what part of it was stored is found)."""
         try:
             self._store(batch)
         except BaseException as exc:
@@ -125,10 +134,8 @@ class StoreProcessor:
                 raise ClickHouseCorrupted(str(exc)) from exc  # not retried: see ClickHouseCorrupted
             raise
         self.metrics.batch_size.labels(self.group).observe(len(batch))
-        for topic, n in self.consumed.items():
+        for topic, n in batch.consumed.items():
             self.metrics.consumed.labels(self.group, topic).inc(n)
-        self.consumed.clear()
-        self.batch = _Batch()
 
     def _store(self, batch: _Batch) -> None:
         now = datetime.now(UTC)
@@ -215,13 +222,14 @@ def build_store_loop(settings: Settings, client: Client, codec: AvroCodec, enric
                         max_wait_s=settings.store_batch_wait_ms / 1000,
                         infrastructure_errors=(ClickHouseError, DeadLetterDeliveryFailed, OSError),
                         commit_delay_s=settings.store_commit_delay_ms / 1000,
-                        caught_up_batch=min(CAUGHT_UP_BATCH, settings.store_batch_rows))
+                        caught_up_batch=min(CAUGHT_UP_BATCH, settings.store_batch_rows), pipelined=True)
     disks = DiskWatch(client, metrics)
     disks.sample()
 
     def on_poll() -> None:
         _publish_lag(loop, metrics)
-        disks.sample()
+        if not loop.storing:  # the client is the worker's while it stores a batch
+            disks.sample()
 
     loop.on_poll = loop.on_retry_poll = on_poll  # lag, health and disk stay current through an outage
     loop.on_revoked = lambda revoked: _forget_lag(revoked, metrics)
@@ -237,10 +245,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.loop.on_partitions_revoked(list(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        self.loop.on_partitions_assigned(list(assigned))  # first: no batch is being stored after it
         # another instance may have extended the chains of these debtors meanwhile: read the heads again
         for writer in self.processor.writers.values():
             writer.forget()
-        self.loop.on_partitions_assigned(list(assigned))
 
 
 class DiskWatch:

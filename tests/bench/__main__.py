@@ -126,7 +126,8 @@ def main() -> None:
     if "store_ratio_to_slowest_ceiling" in results.get("store", {}):
         store = results["store"]
         console.print(f"store ratio to slowest ceiling: {store['store_ratio_to_slowest_ceiling']:.2f} "
-                      f"(two processes, the median of three runs; the runs {store['store_ratio_slowest_run']:.2f}-"
+                      f"(two processes, the median of {store_bench.END_TO_END_RUNS} runs; "
+                      f"the runs {store['store_ratio_slowest_run']:.2f}-"
                       f"{store['store_ratio_fastest_run']:.2f}; one process: {store['store_ratio_one_process']:.2f})")
     if "queries" in results:
         q = results["queries"]

@@ -16,7 +16,7 @@ from clickhouse_connect.driver.binding import use_form_encoding
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from consumers.trail_writer import INSERT_SETTINGS
+from consumers.trail_writer import INSERT_SETTINGS, TextArray
 from deploy.clickhouse_client import connect
 from deploy.clickhouse_relay import ClickHouseRelay
 from deploy.supervisor import EmbeddedStack
@@ -105,3 +105,20 @@ def test_clickhouse_errors_keep_their_code(relayed: tuple[Client, Client, str]) 
     with pytest.raises(DatabaseError, match=r"Code: 62\."):  # SYNTAX_ERROR
         client.command("SELEKT 1")
     assert client.query("SELECT 1").result_rows == [(1,)]  # and the relay still serves
+
+
+TRICKY_TEXTS = ["plain", "o'brien", "back\\slash", "tick`", "tab\there", "line\nbreak", "\\'", "", "中文 債務",
+                "quote at end'", "{keys:String}", "\\N"]
+
+
+def test_text_arrays_the_trail_writer_binds_arrive_whole_through_the_relay_and_in_the_engine(
+        relayed: tuple[Client, Client, str]) -> None:
+    """consumers.trail_writer.TextArray writes an Array(String) parameter itself: the values must come back
+    as they went, through the relay's HTTP interface (a short statement, and one long enough to be sent as a
+    form) and through chDB in-process."""
+    client, engine, _ = relayed
+    many = [f"{text}-{i}" for i in range(2_000) for text in TRICKY_TEXTS[:2]]
+    for values in (TRICKY_TEXTS, many):
+        for reader in (client, engine):
+            rows = reader.query("SELECT arrayJoin({keys:Array(String)})", parameters={"keys": TextArray(values)})
+            assert [row[0] for row in rows.result_rows] == values

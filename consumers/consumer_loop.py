@@ -113,8 +113,6 @@ class ConsumerLoop:
     def __init__(self, consumer: KafkaConsumer, processor: BatchProcessor, *, max_batch: int, max_wait_s: float,
                  infrastructure_errors: tuple[type[BaseException], ...], on_poll: Callable[[], None] = lambda: None,
                  commit_delay_s: float = 0.0, caught_up_batch: int | None = None, pipelined: bool = False) -> None:
-        if pipelined and not isinstance(processor, SealingProcessor):
-            raise TypeError(f"a pipelined loop needs a processor with seal() and store(): {type(processor).__name__}")
         self.consumer = consumer
         self.processor = processor
         self.max_batch = max_batch
@@ -134,8 +132,13 @@ class ConsumerLoop:
         self._batch_started: float | None = None
         self._unstored: _Sealed | None = None  # the batch sealed and not committed yet (in flight, or retried)
         # pipelined: the processor that seals batches, and the worker thread that stores them
-        self._sealing = processor if pipelined and isinstance(processor, SealingProcessor) else None
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="store-batch") if pipelined else None
+        self._sealing: SealingProcessor | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        if pipelined:
+            if not isinstance(processor, SealingProcessor):
+                raise TypeError(f"a pipelined loop needs a processor with seal() and store(): "
+                                f"{type(processor).__name__}")
+            self._sealing, self._worker = processor, ThreadPoolExecutor(1, thread_name_prefix="store-batch")
         self.failures = 0
         self._unreachable = Backoff(first_s=0.2, max_s=5.0)  # while Kafka cannot be reached
         self.join_warning_s = 60.0  # warn when the consumer has held no partition this long, and as often again
@@ -148,7 +151,9 @@ class ConsumerLoop:
         self.on_revoked(revoked)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        if self._unstored is not None:  # kafka-python revokes first, which settles it; if not, it is settled here
+        # an eager rebalance revokes every partition first, which settles the batch in flight; a cooperative
+        # one revokes only some, so one may still be in flight here
+        if self._unstored is not None:
             self._settle_or_drop()
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
 
@@ -165,7 +170,7 @@ class ConsumerLoop:
             if self.processor.pending():
                 self._store_and_commit(self._seal())
         except Exception as exc:  # raised from here, kafka-python would report it as its own KafkaError
-            log.warning("partitions revoked with an unstored batch (%s: %s): it will be read again",
+            log.warning("rebalance with an unstored batch (%s: %s): it will be read again",
                         type(exc).__name__, exc)
             self._drop_unstored()
 

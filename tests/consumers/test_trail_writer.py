@@ -4,16 +4,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from clickhouse_connect.driver.binding import format_bind_value
 from clickhouse_connect.driver.client import Client
-from hypothesis import given
-from hypothesis import strategies as st
 
 from consumers.hash_chain import GENESIS, content_hash, link
 from consumers.pii import PiiMasker
 from consumers.reference_state import ReferenceState
 from consumers.store_rows import Enricher, Provenance, dead_letter_row
-from consumers.trail_writer import ACTIONS, DEAD_LETTERS, TextArray, TrailWriter, _parameter_parts
+from consumers.trail_writer import ACTIONS, DEAD_LETTERS, TrailWriter, _parameter_parts
 from tests.conftest import unique_token
 
 pytestmark = pytest.mark.stack
@@ -152,8 +149,3 @@ def test_a_batch_s_keys_are_bound_in_parts_a_server_accepts() -> None:
     assert len(parts) > 1
     for start, end in parts:
         assert len(repr(sorted(set(keys[start:end]))).encode()) < 128 * 1024
-
-
-@given(st.lists(st.text(), max_size=20))
-def test_a_text_array_is_written_as_clickhouse_connect_writes_the_same_list(values: list[str]) -> None:
-    assert str(TextArray(values)) == format_bind_value(values)

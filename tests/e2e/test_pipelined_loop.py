@@ -270,3 +270,57 @@ def test_a_loop_is_pipelined_only_with_a_processor_that_seals_its_batches(broker
             ConsumerLoop(consumer, Kept(), max_batch=10, max_wait_s=0.0, infrastructure_errors=(), pipelined=True)
     finally:
         consumer.close(autocommit=False)
+
+
+def test_a_rebalance_while_a_failed_batch_waits_drops_it_and_the_kept_partitions_read_it_again(
+        broker: EmbeddedBroker) -> None:
+    """The batch in flight failed and waits for its retry when a second member joins: the rebalance tries it
+    once more, fails, drops it (and the batch being filled) and rewinds. The partitions this member keeps
+    must be read again from the dropped batch's first records once the store is back."""
+    group = f"pipelined-{unique_token()}"
+    everything = [TopicPartition(TOPIC, p) for p in range(6)]
+    probe = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=group, enable_auto_commit=False)
+    probe.assign(everything)
+    probe.seek_to_end()
+    starts = {tp.partition: probe.position(tp) for tp in everything}
+    probe.commit({tp: OffsetAndMetadata(starts[tp.partition], "", -1) for tp in everything})
+    probe.close(autocommit=False)
+
+    def member() -> KafkaConsumer:
+        return KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=group, enable_auto_commit=False,
+                             max_poll_interval_ms=TEST_POLL_INTERVAL_MS, session_timeout_ms=TEST_POLL_INTERVAL_MS,
+                             heartbeat_interval_ms=1000)
+
+    first, second = member(), member()
+    processor = Gated()
+    processor.gate.set()
+    processor.failures_left = 10**6  # ClickHouse down until the test says otherwise
+    loop = ConsumerLoop(first, processor, max_batch=6, max_wait_s=0.0, infrastructure_errors=(Unavailable,),
+                        pipelined=True)
+    commits = watch_commits(first, processor)
+    first.subscribe([TOPIC], listener=Listener(loop))
+    stop_second = threading.Event()
+    second_thread = threading.Thread(target=lambda: [second.poll(timeout_ms=100)
+                                                     for _ in iter(stop_second.is_set, True)], daemon=True)
+    try:
+        with Running(loop) as running:
+            assert wait_until(lambda: len(first.assignment()) == 6, 60), "the first member never joined"
+            send(broker, {p: 1 for p in range(6)})
+            assert wait_until(lambda: loop.failures > 0, 60), "the store never failed"
+            second.subscribe([TOPIC])
+            second_thread.start()
+            assert wait_until(lambda: 0 < len(first.assignment()) < 6, 60), "the first member was not rebalanced"
+            kept = {tp.partition for tp in first.assignment()}
+            processor.failures_left = 0  # ClickHouse is back
+            send(broker, {p: 1 for p in range(6)})
+            assert wait_until(lambda: {p for p, o in processor.all_stored() if o == starts[p] + 1} >= kept, 60), \
+                f"kept {sorted(kept)}, stored {sorted(processor.all_stored())}"
+        assert not running.error, running.error
+        stored = processor.all_stored()
+        assert {(p, starts[p]) for p in kept} <= stored, f"the dropped batch was not read again: {sorted(stored)}"
+        assert_committed_only_what_was_stored(commits, starts)
+    finally:
+        stop_second.set()
+        if second_thread.is_alive():
+            second_thread.join(30)
+        second.close(autocommit=False)

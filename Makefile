@@ -7,7 +7,8 @@ ARGS   ?=
 
 .PHONY: run test lint typecheck unit bench fuzz chaos clean
 
-$(STAMP): pyproject.toml
+# The editable install also compiles the Avro decoder's C (schemas/_avro_reader.c): a change to it installs again.
+$(STAMP): pyproject.toml schemas/_avro_reader.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -8,8 +8,9 @@ dropped, because what was stored is then unknown, and the heads are read again.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -18,6 +19,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.insert import InsertContext
 
 from consumers.hash_chain import GENESIS, hashed_columns, link, month_of, values_hash
+from consumers.native_block import block_encoder
 from schemas.contract import as_micros, from_micros
 
 _ACTION_COLUMNS = (
@@ -128,6 +130,7 @@ class TrailWriter:
         self._max_cached = max_cached_keys
         self._hashed = hashed_columns(table.columns)
         self._insert: InsertContext | None = None  # the table's column types, asked for once, not per insert
+        self._encode: Callable[[list[list[Any]]], bytes] | None = None  # its Native block (native_block.py)
 
     def forget(self) -> None:
         """Drop cached chain heads (after a failed insert: what was stored is unknown)."""
@@ -160,15 +163,30 @@ class TrailWriter:
             columns = {name: [values[i] for i in fresh] for name, values in columns.items()}
         if table.key_column is not None:
             self._chain(columns)
-        if self._insert is None:
-            self._insert = self.client.create_insert_context(table.name, column_names=table.columns,
-                                                             column_oriented=True, settings=INSERT_SETTINGS)
-        self._insert.data = None  # a failed insert may have left its data
-        self.client.insert(data=[columns[c] for c in table.columns], context=self._insert)
+        self._insert_columns([columns[c] for c in table.columns])
         while len(self._heads) > self._max_cached:  # evict only once the batch is chained and stored
             evicted, _ = self._heads.popitem(last=False)
             self._latest.pop(evicted, None)
         return len(fresh)
+
+    def _insert_columns(self, data: list[list[Any]]) -> None:
+        """One INSERT of the columns: a Native block built by native_block.py when the table's types and
+        these values allow it, else clickhouse-connect's own encoding of them."""
+        table = self.table
+        if self._insert is None:
+            self._insert = self.client.create_insert_context(table.name, column_names=table.columns,
+                                                             column_oriented=True, settings=INSERT_SETTINGS)
+            self._encode = block_encoder(table.columns, [t.insert_name for t in self._insert.column_types])
+        block = None
+        if self._encode is not None:
+            with contextlib.suppress(TypeError):  # a value the block does not take (a uuid.UUID, a datetime)
+                block = self._encode(data)
+        if block is None:
+            self._insert.data = None  # a failed insert may have left its data
+            self.client.insert(data=data, context=self._insert)
+        else:
+            self.client.raw_insert(table.name, table.columns, insert_block=block, fmt="Native",
+                                   settings=INSERT_SETTINGS)
 
     def _chain(self, columns: Columns) -> None:
         """Link the rows into their chains, in order: chain_seq, prev_hash, row_hash (and out_of_order:

@@ -119,6 +119,17 @@ def test_row_hash_covers_the_stored_content(clickhouse: Client) -> None:
     assert back["row_hash"] == link(GENESIS, content_hash(back, ACTIONS.columns))
 
 
+def test_values_the_native_block_does_not_take_are_inserted_by_clickhouse_connect(clickhouse: Client) -> None:
+    debtor = f"TW-{unique_token(8)}"
+    rows = [action(debtor, datetime(2024, 7, 2, tzinfo=UTC) + timedelta(minutes=i), i) for i in range(3)]
+    for row in rows:
+        row["event_id"] = uuid.UUID(row["event_id"])  # the block takes ids as text
+    writer = TrailWriter(clickhouse, ACTIONS)
+    assert writer.write(rows) == 3 and writer._encode is not None
+    assert writer.write(rows) == 0
+    assert [r[1] for r in stored(clickhouse, debtor)] == [1, 2, 3]
+
+
 def test_after_forget_the_chain_continues_from_what_is_stored(clickhouse: Client) -> None:
     debtor = f"TW-{unique_token(8)}"
     t0 = datetime(2024, 8, 1, tzinfo=UTC)

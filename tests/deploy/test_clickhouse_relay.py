@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlparse
 
 import pytest
@@ -16,6 +16,7 @@ from clickhouse_connect.driver.binding import use_form_encoding
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from consumers.native_block import block_encoder
 from consumers.trail_writer import INSERT_SETTINGS, TextArray
 from deploy.clickhouse_client import connect
 from deploy.clickhouse_relay import ClickHouseRelay
@@ -66,6 +67,26 @@ def test_the_trail_writers_insert_settings_reach_the_engine(relayed: tuple[Clien
         client.command(f"TRUNCATE TABLE {database}.r")
         client.insert(f"{database}.r", [["same", 1], ["same", 2]], column_names=["id", "n"], settings=settings)
         assert engine.query(f"SELECT count() FROM {database}.r").result_rows == [(kept,)]
+
+
+def test_a_native_block_the_trail_writer_builds_arrives_whole_with_its_settings(
+        relayed: tuple[Client, Client, str]) -> None:
+    client, engine, database = relayed
+    client.command(f"CREATE TABLE {database}.b (id UUID, k LowCardinality(Nullable(String)), at DateTime64(6, 'UTC'), "
+                   "day Nullable(Date32), attributes Map(String, String), n Nullable(UInt32)) "
+                   "ENGINE = ReplacingMergeTree ORDER BY id")
+    names = ["id", "k", "at", "day", "attributes", "n"]
+    encode = block_encoder(names, ["UUID", "LowCardinality(Nullable(String))", "DateTime64(6, 'UTC')",
+                                   "Nullable(Date32)", "Map(String, String)", "Nullable(UInt32)"])
+    assert encode is not None
+    same = str(uuid.uuid4())
+    columns: list[list[object]] = [
+        [same, same, str(uuid.uuid4())], ["外呼", None, "外呼"], [1, 2, 3_000_000],
+        [date(2024, 3, 10), None, date(1900, 1, 1)], [{"k": "v"}, {}, {"a": "'quoted'\n"}], [None, 7, 2**32 - 1]]
+    client.raw_insert(f"{database}.b", names, insert_block=encode(columns), fmt="Native", settings=INSERT_SETTINGS)
+    rows = engine.query(f"SELECT toString(id), k, toUnixTimestamp64Micro(at), day, attributes, n FROM {database}.b "
+                        "ORDER BY at").result_rows
+    assert rows == list(zip(*columns, strict=True))  # both rows of one id: optimize_on_insert = 0 arrived too
 
 
 def test_a_statement_runs_while_another_one_does(relay: ClickHouseRelay) -> None:

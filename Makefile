@@ -7,8 +7,9 @@ ARGS   ?=
 
 .PHONY: run test lint typecheck unit bench fuzz chaos clean
 
-# The editable install also compiles the Avro decoder's C (schemas/_avro_reader.c): a change to it installs again.
-$(STAMP): pyproject.toml schemas/_avro_reader.c
+# The editable install also compiles the C extensions (the Avro decoder's reader, the insert's column
+# encoder): a change to one installs again.
+$(STAMP): pyproject.toml schemas/_avro_reader.c consumers/_native_columns.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -18,7 +18,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.insert import InsertContext
 
-from consumers.hash_chain import GENESIS, hashed_columns, link, month_of, values_hash
+from consumers.hash_chain import GENESIS, as_hashed, hashed_columns, link, month_of, values_hash
 from consumers.native_block import block_encoder
 from schemas.contract import as_micros, from_micros
 
@@ -214,7 +214,7 @@ class TrailWriter:
         if flags:
             columns["out_of_order"] = out_of_order
         prevs, hashes = [], []
-        contents = map(values_hash, zip(*[columns[c] for c in self._hashed], strict=True))
+        contents = map(values_hash, zip(*[as_hashed(columns[c]) for c in self._hashed], strict=True))
         for key, month, seq, content in zip(keys, months, seqs, contents, strict=True):
             chain = heads[key]
             prev = chain[month][1] if month in chain else GENESIS

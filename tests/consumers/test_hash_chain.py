@@ -6,7 +6,16 @@ from typing import Any
 
 import pytest
 
-from consumers.hash_chain import GENESIS, canonical, content_hash, hashed_columns, link, month_of, values_hash
+from consumers.hash_chain import (
+    GENESIS,
+    as_hashed,
+    canonical,
+    content_hash,
+    hashed_columns,
+    link,
+    month_of,
+    values_hash,
+)
 from consumers.trail_writer import ACTIONS, ALERTS, DEAD_LETTERS, REFERENCE_EVENTS
 from schemas.contract import to_micros
 
@@ -104,6 +113,20 @@ def _random_value(rng: random.Random) -> Any:
     if kind == 7:
         return [rng.choice((text(), uuid.UUID(int=rng.getrandbits(128)))) for _ in range(rng.randrange(4))]
     return text()
+
+
+@pytest.mark.parametrize("column", [
+    [date(2024, 5, 1), None, date(1900, 1, 1), date(2024, 5, 1)],  # dates: written as their text
+    [None, None],
+    [datetime(2024, 5, 1, 2, tzinfo=UTC), date(2024, 5, 1)],  # a datetime first: as it is
+    [date(2024, 5, 1), datetime(2024, 5, 1, 2, tzinfo=UTC)],  # a datetime later: as it is too
+    [1, 2, None], ["2024-05-01"],
+])
+def test_a_column_as_hashed_gives_the_rows_the_content_hashes_they_had(column: list[Any]) -> None:
+    hashed = as_hashed(column)
+    assert [values_hash([v, "x"]) for v in hashed] == [values_hash([v, "x"]) for v in column]
+    present = [v for v in column if v is not None]
+    assert (hashed is not column) == (bool(present) and all(type(v) is date for v in present))
 
 
 def test_the_canonical_form_is_byte_for_byte_the_one_stored_hashes_were_computed_with() -> None:

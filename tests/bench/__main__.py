@@ -125,10 +125,11 @@ def main() -> None:
     console.print(rendered)
     if "store_ratio_to_slowest_ceiling" in results.get("store", {}):
         store = results["store"]
-        console.print(f"store ratio to slowest ceiling: {store['store_ratio_to_slowest_ceiling']:.2f} "
+        # three places: rounded to two, a median of 0.5993 printed 0.60 beside a target marked missed
+        console.print(f"store ratio to slowest ceiling: {store['store_ratio_to_slowest_ceiling']:.3f} "
                       f"(two processes, the median of {store_bench.END_TO_END_RUNS} runs; "
-                      f"the runs {store['store_ratio_slowest_run']:.2f}-"
-                      f"{store['store_ratio_fastest_run']:.2f}; one process: {store['store_ratio_one_process']:.2f})")
+                      f"the runs {store['store_ratio_slowest_run']:.3f}-"
+                      f"{store['store_ratio_fastest_run']:.3f}; one process: {store['store_ratio_one_process']:.3f})")
     if "queries" in results:
         q = results["queries"]
         console.print(f"queries ran over {q['actions']:,.0f} actions and {q['alerts']:,.0f} alerts, "

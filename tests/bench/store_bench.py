@@ -122,6 +122,13 @@ def resend_history_ms(client: Any, codec: AvroCodec, values: list[tuple[str, byt
     return elapsed / 5 * 1000
 
 
+# How often the group's committed offsets are read. A commit is seen up to this late at either end of a
+# process's span, which is about a second and a half long with 100,000 events: read every 50 ms, that moved a
+# run's figure by up to 7%. A read costs the bench's process (which also serves chDB) 0.19 ms of CPU, so
+# every 20 ms takes about 1% of a core from the store.
+COMMIT_POLL_S = 0.02
+
+
 def store_end_to_end(settings: Settings, client: Any, n: int, processes: int) -> tuple[float, float] | None:
     """(events/s, seconds) of the real store with `processes` consumer processes, laid out as `collection-audit
     store --processes` lays them out (one: in this process, on a thread; more: child processes, this one
@@ -158,7 +165,7 @@ def store_end_to_end(settings: Settings, client: Any, n: int, processes: int) ->
 
     try:
         while durable() < n:  # a store process that died ends the wait
-            time.sleep(0.05)
+            time.sleep(COMMIT_POLL_S)
         # read at the end: a process names a partition once it has fetched from it (it knows its high-water
         # mark); read as the window began, one process had named one of its three action partitions
         held = [held_partitions(port) for port in others.metrics_ports]

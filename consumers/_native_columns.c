@@ -115,26 +115,38 @@ static int text_or_null(PyObject *value, int nullable) {
     return -1;
 }
 
-static PyObject *strings(PyObject *module, PyObject *args) {
+/* One value of a column, appended; a null only where the column is Nullable. */
+typedef int (*put_value)(out_buffer *b, PyObject *value, int nullable);
+
+/* A column function's (values, nullable) arguments to its data: the null map of a Nullable column, then
+ * each value as `put` writes it. */
+static PyObject *column(PyObject *args, put_value put) {
     PyObject *values;
     int nullable;
+    out_buffer b = {0};
     if (!PyArg_ParseTuple(args, "Op", &values, &nullable) || check_list(values) < 0) {
         return NULL;
     }
-    out_buffer b = {0};
     if (nullable && put_null_map(&b, values) < 0) {
         return finish(&b, 0);
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
-        PyObject *value = PyList_GET_ITEM(values, i);
-        if (text_or_null(value, nullable) < 0) {
-            return finish(&b, 0);
-        }
-        if (value == Py_None ? put_varint(&b, 0) < 0 : put_string(&b, value) < 0) {
+        if (put(&b, PyList_GET_ITEM(values, i), nullable) < 0) {
             return finish(&b, 0);
         }
     }
     return finish(&b, 1);
+}
+
+static int put_text(out_buffer *b, PyObject *value, int nullable) {
+    if (text_or_null(value, nullable) < 0) {
+        return -1;
+    }
+    return value == Py_None ? put_varint(b, 0) : put_string(b, value);
+}
+
+static PyObject *strings(PyObject *module, PyObject *args) {
+    return column(args, put_text);
 }
 
 static PyObject *low_cardinality(PyObject *module, PyObject *args) {
@@ -272,30 +284,19 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
     return era * 146097 + (int64_t)doe - 719468;
 }
 
+static int put_day(out_buffer *b, PyObject *value, int nullable) {
+    int64_t day = 0;  /* a null's place holds day 0 */
+    if (PyDate_Check(value)) {
+        day = days_from_civil(PyDateTime_GET_YEAR(value), PyDateTime_GET_MONTH(value), PyDateTime_GET_DAY(value));
+    } else if (!(nullable && value == Py_None)) {
+        PyErr_Format(PyExc_TypeError, "a Date32 column holds %R", value);
+        return -1;
+    }
+    return put_le(b, (uint64_t)day, 4);
+}
+
 static PyObject *days(PyObject *module, PyObject *args) {
-    PyObject *values;
-    int nullable;
-    if (!PyArg_ParseTuple(args, "Op", &values, &nullable) || check_list(values) < 0) {
-        return NULL;
-    }
-    out_buffer b = {0};
-    if (nullable && put_null_map(&b, values) < 0) {
-        return finish(&b, 0);
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
-        PyObject *value = PyList_GET_ITEM(values, i);
-        int64_t day = 0;
-        if (PyDate_Check(value)) {
-            day = days_from_civil(PyDateTime_GET_YEAR(value), PyDateTime_GET_MONTH(value), PyDateTime_GET_DAY(value));
-        } else if (!(nullable && value == Py_None)) {
-            PyErr_Format(PyExc_TypeError, "a Date32 column holds %R", value);
-            return finish(&b, 0);
-        }
-        if (put_le(&b, (uint64_t)day, 4) < 0) {
-            return finish(&b, 0);
-        }
-    }
-    return finish(&b, 1);
+    return column(args, put_day);
 }
 
 static PyMethodDef methods[] = {

@@ -1,9 +1,10 @@
 """Writing rows to a trail table exactly once, hash-chained.
 
-For each batch: ask ClickHouse which ids are already stored (a redelivered or re-sent event) and
-drop those; link the rest into their chains, continuing from each chain's stored head; insert the
-batch column-wise in one INSERT. The chain heads are cached; after a failed insert the cache is
-dropped, because what was stored is then unknown, and the heads are read again.
+For each batch: read the chain heads of its keys (cached), which also tell each key's newest stored time;
+ask ClickHouse which of the rows that may be stored already (no later than that time) are (a redelivered or
+re-sent event) and drop those; link the rest into their chains, continuing from each chain's stored head;
+insert the batch column-wise in one INSERT. After a failed insert the cache is dropped, because what was
+stored is then unknown, and the heads are read again.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ class TrailWriter:
         self.client = client
         self.table = table
         self._heads: OrderedDict[str, dict[int, Head]] = OrderedDict()  # key -> month -> head
-        self._latest: dict[str, int] = {}  # key -> newest event time stored, in microseconds (out_of_order)
+        self._latest: dict[str, int] = {}  # key -> newest event time stored, in microseconds (out_of_order,
+        # and which rows may be stored already: _maybe_stored)
         self._max_cached = max_cached_keys
         self._hashed = hashed_columns(table.columns)
         self._insert: InsertContext | None = None  # the table's column types, asked for once, not per insert
@@ -151,7 +153,7 @@ class TrailWriter:
             return 0
         if table.id_is_uuid:
             ids = [i if type(i) is str else str(i) for i in ids]
-        stored = self._stored_ids(columns, ids)
+        stored = self._stored_ids(*self._maybe_stored(columns, ids))
         fresh, seen = [], set()
         for index, row_id in enumerate(ids):
             if row_id not in stored and row_id not in seen:
@@ -205,11 +207,11 @@ class TrailWriter:
         for key, when, month in zip(keys, times, months, strict=True):
             seq = last_seq[key][month] = last_seq[key].get(month, 0) + 1
             seqs.append(seq)
+            latest = latest_of.get(key)  # every chain's newest time: _maybe_stored relies on it
             if flags:
-                latest = latest_of.get(key)
                 out_of_order.append(latest is not None and when < latest)
-                if latest is None or when > latest:
-                    latest_of[key] = when
+            if latest is None or when > latest:
+                latest_of[key] = when
         columns["chain_seq"] = seqs
         if flags:
             columns["out_of_order"] = out_of_order
@@ -225,6 +227,27 @@ class TrailWriter:
         for key in distinct:
             heads.move_to_end(key)
         columns.update(prev_hash=prevs, row_hash=hashes)
+
+    def _maybe_stored(self, columns: Columns, ids: list[Any]) -> tuple[Columns, list[Any]]:
+        """The rows that may be stored already (their lookup columns, their ids). A stored copy of a row has
+        its id, chain key and time; the writer knows each chain key's newest stored time (read with the
+        chain heads, kept as it stores, forgotten whenever what is stored may have changed without it:
+        a failed insert, a rebalance), so a row later than that, or of a key with nothing stored, is new.
+        Events come in time order per debtor, and then no batch needs the read at all; a redelivery, a
+        re-send or an event arriving late is read for."""
+        table = self.table
+        if table.key_column is None or (table.lookup_key, table.lookup_range[0]) != (table.key_column,
+                                                                                    table.time_column):
+            return columns, ids
+        keys = columns[table.key_column]
+        self._load_heads(set(keys))
+        latest = self._latest
+        maybe = [i for i, (key, when) in enumerate(zip(keys, map(as_micros, columns[table.time_column]), strict=True))
+                 if (newest := latest.get(key)) is not None and when <= newest]
+        if len(maybe) == len(ids):
+            return columns, ids
+        lookup = (table.lookup_key, table.lookup_range[0])
+        return {c: [columns[c][i] for i in maybe] for c in lookup}, [ids[i] for i in maybe]
 
     def _stored_ids(self, columns: Columns, ids: list[Any]) -> set[Any]:
         """The ids of these rows that are already stored: every stored id of the rows' keys over the

@@ -99,7 +99,10 @@ static node *build(PyObject *plan) {
     } else if (strcmp(name, "fixed") == 0 && arity == 2) {
         n->kind = K_FIXED;
         n->size = PyLong_AsSsize_t(PyTuple_GET_ITEM(plan, 1));
-        ok = !(n->size < 0 && PyErr_Occurred());
+        ok = n->size >= 0;
+        if (!ok && !PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "a fixed size is not negative");
+        }
         n->size = ok ? n->size : 0;
     } else if (strcmp(name, "union") == 0 && arity == 2) {
         n->kind = K_UNION;

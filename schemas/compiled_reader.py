@@ -59,7 +59,7 @@ def plan_of(avro_type: Any) -> Plan:
         kind = avro_type.get("type")
         if kind == "enum":
             return ("enum", tuple(avro_type["symbols"]))
-        if kind == "fixed":
+        if kind == "fixed" and int(avro_type["size"]) >= 0:
             return ("fixed", int(avro_type["size"]))
         if kind == "array":
             return ("array", plan_of(avro_type["items"]))

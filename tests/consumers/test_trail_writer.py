@@ -160,3 +160,54 @@ def test_a_batch_s_keys_are_bound_in_parts_a_server_accepts() -> None:
     assert len(parts) > 1
     for start, end in parts:
         assert len(repr(sorted(set(keys[start:end]))).encode()) < 128 * 1024
+
+
+def reads_of_stored_ids(writer: TrailWriter, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of keys of each "already stored?" read the writer makes from now on."""
+    reads: list[int] = []
+    read = writer._read_stored
+
+    def counted(keys: list[str], *args: Any, **kwargs: Any) -> list[str]:
+        reads.append(len(keys))
+        return read(keys, *args, **kwargs)
+
+    monkeypatch.setattr(writer, "_read_stored", counted)
+    return reads
+
+
+def test_rows_later_than_every_stored_row_of_their_debtor_are_stored_without_a_read(
+        clickhouse: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    debtor, other = f"TW-{unique_token(8)}", f"TW-{unique_token(8)}"
+    t0 = datetime(2024, 8, 1, tzinfo=UTC)
+    writer = TrailWriter(clickhouse, ACTIONS)
+    reads = reads_of_stored_ids(writer, monkeypatch)
+    assert writer.write([action(debtor, t0 + timedelta(minutes=i), i) for i in range(3)]) == 3
+    assert writer.write([action(debtor, t0 + timedelta(minutes=i), i) for i in range(3, 6)]
+                        + [action(other, t0, 9)]) == 4
+    assert reads == []  # nothing stored for `other`, and `debtor`'s rows come after its newest
+    assert [r[1] for r in stored(clickhouse, debtor)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_re_sent_or_late_row_is_still_looked_for(clickhouse: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    debtor = f"TW-{unique_token(8)}"
+    t0 = datetime(2024, 8, 2, tzinfo=UTC)
+    rows = [action(debtor, t0 + timedelta(minutes=i), i) for i in range(5)]
+    writer = TrailWriter(clickhouse, ACTIONS)
+    assert writer.write(rows) == 5
+    reads = reads_of_stored_ids(writer, monkeypatch)
+    late = action(debtor, t0 + timedelta(seconds=30), 7)  # not stored, older than the newest
+    assert writer.write([rows[2], late, action(debtor, t0 + timedelta(minutes=9), 8)]) == 2
+    assert reads == [2]  # the re-sent row and the late one; not the newest
+    assert len(stored(clickhouse, debtor)) == 7
+
+
+def test_after_a_rebalance_rows_another_process_stored_are_found(clickhouse: Client) -> None:
+    debtor = f"TW-{unique_token(8)}"
+    t0 = datetime(2024, 8, 3, tzinfo=UTC)
+    rows = [action(debtor, t0 + timedelta(minutes=i), i) for i in range(6)]
+    ours, theirs = TrailWriter(clickhouse, ACTIONS), TrailWriter(clickhouse, ACTIONS)
+    assert ours.write(rows[:3]) == 3
+    assert theirs.write(rows[:5]) == 2  # the partition went to another process, which stored two more
+    ours.forget()  # it comes back: the store forgets what it knew on every assignment
+    assert ours.write(rows[3:]) == 1  # the two it stored are found, only the last is new
+    assert [r[1] for r in stored(clickhouse, debtor)] == [1, 2, 3, 4, 5, 6]

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import TOPIC_ACTIONS, value_subject
+from schemas._avro_reader import Reader
 from schemas.catalog import Catalog
 from schemas.codec import AvroCodec, DecodeError
 from schemas.compiled_reader import compile_reader
@@ -191,3 +192,13 @@ def test_what_it_does_not_read_is_left_to_fastavro(field_type: Any) -> None:
         {"name": "other", "type": field_type}]}
     assert compile_reader(schema) is None
 
+
+
+def test_a_plan_the_reader_cannot_walk_is_refused_when_it_is_made() -> None:
+    negative = {"type": "record", "name": "N",
+                "fields": [{"name": "d", "type": {"type": "fixed", "name": "D", "size": -1}}]}
+    assert compile_reader(negative) is None  # left to fastavro
+    for plan in [("record", ("d",), (("fixed", -1),)), ("long",), ("record", ("a", "b"), (("long",),)),
+                 ("record", ("a",), (("decimal",),))]:
+        with pytest.raises(TypeError):
+            Reader(plan)

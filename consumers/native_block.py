@@ -5,8 +5,8 @@ the dictionary of each LowCardinality column, 2.3 us a row for the store's actio
 twentieth of what storing one costs. Here the fixed-width columns are packed by the array module and the
 rest by `consumers/_native_columns.c`; the block is sent with `raw_insert` in the same format, so chDB and
 a server read it as they read clickhouse-connect's own (tests/consumers/test_native_block.py holds each
-column byte for byte equal to clickhouse-connect's encoding of the same values, and reads blocks back
-through chDB).
+column byte for byte equal to clickhouse-connect's encoding of the same values;
+tests/deploy/test_clickhouse_relay.py reads a block back through the relay and chDB).
 
 `block_encoder` returns None for a table with a column of a type not listed here: the writer then
 inserts through clickhouse-connect as before.

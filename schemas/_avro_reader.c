@@ -10,7 +10,7 @@
  * (a negative enum or union index, a boolean byte other than 0 or 1, a varint beyond 64 bits). Errors
  * are ValueError, UnicodeDecodeError (a ValueError) for text that is not UTF-8, and IndexError for a
  * value that ends early or an enum index past the last symbol: what the decoder compiled to Python
- * raised before it (tests/schemas/test_compiled_reader.py compares both with fastavro).
+ * raised before it (tests/schemas/test_compiled_reader.py compares this one with fastavro).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
